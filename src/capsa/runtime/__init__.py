@@ -1,0 +1,1 @@
+"""capsa-runtime: an OCI runtime-spec implementation with runc's command line."""

@@ -1,0 +1,82 @@
+"""The intermediate process: enters the namespaces, then forks the init.
+
+CLONE_NEWPID applies to children only, so this process unshares (or joins)
+the namespaces and forks the container's pid 1; it then reports the init's
+pid and exits. It is in the container's cgroup before anything else happens
+(the parent moves it there and only then sends START), so the init and all
+its descendants start inside it, and a new cgroup namespace is rooted there.
+"""
+
+import os
+
+from capsa.linux import ns
+from capsa.runtime import proc_init, sync
+
+
+def run(ctx: dict, channel: sync.Channel) -> None:
+    """Entry point in the forked child; never returns."""
+    try:
+        start = channel.expect(sync.START)
+        ctx["cgroup_paths"] = start["cgroup_paths"]
+        ctx["cgroup_mode"] = start["cgroup_mode"]
+        namespaces = ctx["config"].get("linux", {}).get("namespaces", [])
+        enter_user_namespace(namespaces, channel)
+        join_namespaces(namespaces)
+        unshare_namespaces(namespaces)
+        set_time_offsets(ctx["config"].get("linux", {}).get("timeOffsets"))
+        pid = os.fork()
+        if pid == 0:
+            proc_init.run(ctx, channel)
+        channel.send(sync.INIT_PID, pid=pid)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent once
+        channel.send_error(err)
+        os._exit(1)
+    os._exit(0)
+
+
+def enter_user_namespace(namespaces: list[dict], channel: sync.Channel) -> None:
+    """The user namespace comes first: it owns every namespace created after."""
+    userns = next((n for n in namespaces if n["type"] == "user"), None)
+    if userns is None:
+        return
+    if userns.get("path"):
+        ns.join(userns["path"], ns.CLONE_NEWUSER)
+    else:
+        ns.unshare(ns.CLONE_NEWUSER)
+        # Only a process outside the namespace may write its id maps.
+        channel.send(sync.USERNS_MAP_REQUEST, pid=os.getpid())
+        channel.expect(sync.USERNS_MAPPED)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
+def join_namespaces(namespaces: list[dict]) -> None:
+    for entry in namespaces:
+        if entry.get("path") and entry["type"] != "user":
+            flag, _ = ns.NAMESPACES[entry["type"]]
+            try:
+                ns.join(entry["path"], flag)
+            except OSError as err:
+                raise OSError(err.errno, f"failed to join {entry['type']} namespace "
+                              f"{entry['path']}: {os.strerror(err.errno)}") from None  # fmt: skip
+
+
+def unshare_namespaces(namespaces: list[dict]) -> None:
+    flags = 0
+    for entry in namespaces:
+        if not entry.get("path") and entry["type"] != "user":
+            if not ns.supported(entry["type"]):
+                raise OSError(22, f"this kernel has no {entry['type']} namespace")
+            flags |= ns.NAMESPACES[entry["type"]][0]
+    if flags:
+        ns.unshare(flags)
+
+
+def set_time_offsets(offsets: dict | None) -> None:
+    """Clock offsets of a new time namespace; only before its first process."""
+    if not offsets:
+        return
+    lines = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n"
+                    for clock, o in offsets.items())  # fmt: skip
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(lines)

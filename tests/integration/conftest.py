@@ -1,0 +1,116 @@
+"""Integration fixtures: real busybox bundles, a private runtime root, leak checks."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+import leaks  # noqa: E402
+from conftest import ROOT, runtime_command  # noqa: E402
+
+BUNDLE_SCRIPT = os.path.join(ROOT, "scripts", "busybox-bundle")
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory):
+    """One busybox rootfs per session; bundles bind it read-only or copy it."""
+    base = tmp_path_factory.mktemp("busybox")
+    subprocess.run([sys.executable, BUNDLE_SCRIPT, str(base)], check=True)
+    return base / "rootfs"
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Fail the test if it left a mount, cgroup, namespace or process behind."""
+    before = leaks.snapshot()
+    yield
+    deadline = time.monotonic() + 5
+    left = leaks.new_since(before)
+    while left and time.monotonic() < deadline:  # processes take a moment to be reaped
+        time.sleep(0.05)
+        left = leaks.new_since(before)
+    assert not left, f"test left behind: {left}"
+
+
+class Runtime:
+    """capsa-runtime (or a peer) with its own --root, for one test."""
+
+    def __init__(self, command: list[str], root: str):
+        self.command = command
+        self.root = root
+
+    def __call__(self, *args, check=True, input=None, timeout=30, **kwargs):  # noqa: A002
+        result = subprocess.run(self.command + ["--root", self.root, *args], input=input,
+                                capture_output=True, timeout=timeout, **kwargs)  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} failed ({result.returncode}): "
+                                 f"{result.stderr.decode(errors='replace')}")  # fmt: skip
+        return result
+
+    def state(self, container_id: str) -> dict:
+        return json.loads(self("state", container_id).stdout)
+
+    def ids(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+
+    def cleanup(self) -> None:
+        for container_id in self.ids():
+            self("delete", "--force", container_id, check=False)
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    rt = Runtime(runtime_command(), str(tmp_path / "state"))
+    yield rt
+    rt.cleanup()
+    assert rt.ids() == [], "containers left after force-delete"
+
+
+class Bundle:
+    """A bundle dir whose config.json is edited through .config then .write()."""
+
+    def __init__(self, path, rootfs):
+        self.path = path
+        self.rootfs = rootfs
+        with open(path / "config.json") as f:
+            self.config = json.load(f)
+
+    @property
+    def process(self) -> dict:
+        return self.config["process"]
+
+    @property
+    def linux(self) -> dict:
+        return self.config["linux"]
+
+    def write(self) -> "Bundle":
+        with open(self.path / "config.json", "w") as f:
+            json.dump(self.config, f, indent=2)
+        return self
+
+    def args(self, *args) -> "Bundle":
+        self.process["args"] = list(args)
+        return self.write()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox_rootfs):
+    """A fresh bundle: the shared rootfs, `capsa-runtime spec`, no terminal."""
+    path = tmp_path / "bundle"
+    path.mkdir()
+    subprocess.run(runtime_command() + ["spec", "--bundle", str(path)], check=True)
+    b = Bundle(path, busybox_rootfs)
+    b.config["root"]["path"] = str(busybox_rootfs)
+    b.process["terminal"] = False
+    b.process["args"] = ["true"]
+    return b.write()
