@@ -1,18 +1,11 @@
-"""Fixtures shared by every test directory."""
+"""Fixtures and markers shared by every test directory."""
 
 import os
-import shutil
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def runtime_command() -> list[str]:
-    """capsa-runtime as users run it: the installed launcher, else the module."""
-    path = shutil.which("capsa-runtime")
-    return [path] if path else [sys.executable, "-m", "capsa.runtime.cli"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_collection_modifyitems(config, items):

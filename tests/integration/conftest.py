@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 import leaks  # noqa: E402
-from conftest import ROOT, runtime_command  # noqa: E402
+from runtimes import ROOT, runtime_command  # noqa: E402
 
 BUNDLE_SCRIPT = os.path.join(ROOT, "scripts", "busybox-bundle")
 
@@ -114,3 +114,23 @@ def bundle(tmp_path, busybox_rootfs):
     b.process["terminal"] = False
     b.process["args"] = ["true"]
     return b.write()
+
+
+_counter = [0]
+
+
+@pytest.fixture
+def run_container(runtime, bundle):
+    """Run `sh -c script` in the bundle; return (exit code, stdout, stderr)."""
+
+    def run(script: str, check: bool = True):
+        _counter[0] += 1
+        bundle.args("sh", "-c", script)
+        result = runtime("run", "--bundle", str(bundle), f"t{os.getpid()}-{_counter[0]}",
+                         check=False)  # fmt: skip
+        out, err = result.stdout.decode(), result.stderr.decode()
+        if check and result.returncode != 0:
+            raise AssertionError(f"container failed ({result.returncode}): {err}{out}")
+        return result.returncode, out, err
+
+    return run

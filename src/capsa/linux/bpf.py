@@ -7,12 +7,12 @@ wrapper for bpf(2), so it goes through syscall(2) with the `union bpf_attr`
 layouts from include/uapi/linux/bpf.h. Every function raises OSError.
 """
 
-import ctypes
 import os
 import struct
 import sys
+from _ctypes import addressof
 
-from capsa.linux._libc import syscall
+from capsa.linux._libc import buffer, syscall
 
 # bpf(2) has a different number on every architecture (no generic table).
 _SYS_BPF = {
@@ -63,60 +63,22 @@ _OBJ_NAME_LEN = 16
 _LOG_SIZE = 1 << 16
 
 
-class _ProgLoadAttr(ctypes.Structure):
-    _fields_ = [
-        ("prog_type", ctypes.c_uint32),
-        ("insn_cnt", ctypes.c_uint32),
-        ("insns", ctypes.c_uint64),
-        ("license", ctypes.c_uint64),
-        ("log_level", ctypes.c_uint32),
-        ("log_size", ctypes.c_uint32),
-        ("log_buf", ctypes.c_uint64),
-        ("kern_version", ctypes.c_uint32),
-        ("prog_flags", ctypes.c_uint32),
-        ("prog_name", ctypes.c_char * _OBJ_NAME_LEN),
-        ("prog_ifindex", ctypes.c_uint32),
-        ("expected_attach_type", ctypes.c_uint32),
-    ]
+# union bpf_attr members, packed without padding: every field is naturally
+# aligned already. Pointers are u64 addresses of _libc buffers.
+_PROG_LOAD = struct.Struct("=IIQQIIQII16sII")  # prog_type .. expected_attach_type
+_ATTACH = struct.Struct("=IIIII")  # target_fd, attach_bpf_fd, attach_type, flags, replace_fd
+_QUERY = struct.Struct("=IIIIQII")  # target_fd, attach_type, query_flags, attach_flags,
+                                    # prog_ids, prog_cnt, padding
+_GET_FD_BY_ID = struct.Struct("=III")  # prog_id, next_id, open_flags
 
 
-class _AttachAttr(ctypes.Structure):
-    _fields_ = [
-        ("target_fd", ctypes.c_uint32),
-        ("attach_bpf_fd", ctypes.c_uint32),
-        ("attach_type", ctypes.c_uint32),
-        ("attach_flags", ctypes.c_uint32),
-        ("replace_bpf_fd", ctypes.c_uint32),
-    ]
-
-
-class _QueryAttr(ctypes.Structure):
-    _fields_ = [
-        ("target_fd", ctypes.c_uint32),
-        ("attach_type", ctypes.c_uint32),
-        ("query_flags", ctypes.c_uint32),
-        ("attach_flags", ctypes.c_uint32),
-        ("prog_ids", ctypes.c_uint64),
-        ("prog_cnt", ctypes.c_uint32),
-        ("_pad", ctypes.c_uint32),
-    ]
-
-
-class _GetIdAttr(ctypes.Structure):
-    _fields_ = [
-        ("prog_id", ctypes.c_uint32),
-        ("next_id", ctypes.c_uint32),
-        ("open_flags", ctypes.c_uint32),
-    ]
-
-
-def _bpf(cmd: int, attr: ctypes.Structure, what: str) -> int:
+def _bpf(cmd: int, attr, what: str) -> int:
+    """bpf(cmd, attr, sizeof attr); attr is a _libc buffer the kernel may write to."""
     number = _SYS_BPF.get(os.uname().machine)
     if number is None:
         raise OSError(38, f"{what}: bpf(2) number unknown on {os.uname().machine}")
     try:
-        return syscall(number, ctypes.c_long(cmd), ctypes.byref(attr),
-                       ctypes.c_long(ctypes.sizeof(attr)))
+        return syscall(number, cmd, attr, len(attr.raw))
     except OSError as err:
         raise OSError(err.errno, f"{what}: {os.strerror(err.errno)}") from None
 
@@ -133,59 +95,59 @@ def prog_load(prog_type: int, insns: bytes, license: str = "Apache",
     """Load a program and return its fd; the verifier log is in the error."""
     if len(insns) % 8:
         raise ValueError("bpf instructions must be a multiple of 8 bytes")
-    code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(license.encode())
-    attr = _ProgLoadAttr(
-        prog_type=prog_type,
-        insn_cnt=len(insns) // 8,
-        insns=ctypes.addressof(code),
-        license=ctypes.addressof(lic),
-        prog_name=name.encode()[: _OBJ_NAME_LEN - 1],
-        expected_attach_type=expected_attach_type,
-    )
+    code, lic = buffer(insns), buffer(license.encode() + b"\0")
+
+    def attr(log=None):
+        log_args = (1, len(log.raw), addressof(log)) if log is not None else (0, 0, 0)
+        return buffer(_PROG_LOAD.pack(prog_type, len(insns) // 8, addressof(code), addressof(lic),
+                                      *log_args, 0, 0, name.encode()[:_OBJ_NAME_LEN - 1], 0,
+                                      expected_attach_type))
     try:
-        return _bpf(BPF_PROG_LOAD, attr, "bpf prog load")
+        return _bpf(BPF_PROG_LOAD, attr(), "bpf prog load")
     except OSError as err:
         if err.errno not in (13, 22):  # only EACCES/EINVAL come with a verifier log
             raise
     # Load again with a log buffer so the error says what the verifier disliked.
-    log = ctypes.create_string_buffer(_LOG_SIZE)
-    attr.log_level, attr.log_size, attr.log_buf = 1, _LOG_SIZE, ctypes.addressof(log)
+    log = buffer(_LOG_SIZE)
     try:
-        return _bpf(BPF_PROG_LOAD, attr, "bpf prog load")
+        return _bpf(BPF_PROG_LOAD, attr(log), "bpf prog load")
     except OSError as err:
-        text = log.value.decode(errors="replace").strip().splitlines()
-        detail = f" ({text[-1]})" if text else ""
+        lines = log.raw.split(b"\0", 1)[0].decode(errors="replace").splitlines()
+        # The last lines are statistics ("processed N insns ..."); the reason is above them.
+        reasons = [line for line in lines if line.strip() and not line.startswith(
+            ("processed ", "verification time", "stack depth"))]
+        detail = f" ({reasons[-1].strip()})" if reasons else ""
         raise OSError(err.errno, f"bpf prog load: {os.strerror(err.errno)}{detail}") from None
 
 
 def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0,
                 replace_fd: int = 0) -> None:
     """Attach prog_fd to the cgroup open as target_fd."""
-    attr = _AttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type,
-                       attach_flags=flags, replace_bpf_fd=replace_fd)
+    attr = buffer(_ATTACH.pack(target_fd, prog_fd, attach_type, flags, replace_fd))
     _bpf(BPF_PROG_ATTACH, attr, "bpf prog attach")
 
 
 def prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
     """Detach prog_fd (attached with BPF_F_ALLOW_MULTI) from the cgroup target_fd."""
-    attr = _AttachAttr(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type)
-    _bpf(BPF_PROG_DETACH, attr, "bpf prog detach")
+    _bpf(BPF_PROG_DETACH, buffer(_ATTACH.pack(target_fd, prog_fd, attach_type, 0, 0)),
+         "bpf prog detach")
 
 
 def prog_query(target_fd: int, attach_type: int) -> tuple[int, list[int]]:
     """Return (attach_flags, program ids) attached directly to the cgroup target_fd."""
-    attr = _QueryAttr(target_fd=target_fd, attach_type=attach_type)
-    _bpf(BPF_PROG_QUERY, attr, "bpf prog query")  # first call: just the count
-    count = attr.prog_cnt
+    attr = buffer(_QUERY.pack(target_fd, attach_type, 0, 0, 0, 0, 0))
+    _bpf(BPF_PROG_QUERY, attr, "bpf prog query")  # no id buffer: just the count
+    _, _, _, flags, _, count, _ = _QUERY.unpack(attr.raw)
     if count == 0:
-        return attr.attach_flags, []
-    ids = (ctypes.c_uint32 * count)()
-    attr.prog_ids, attr.prog_cnt = ctypes.addressof(ids), count
+        return flags, []
+    ids = buffer(4 * count)
+    attr = buffer(_QUERY.pack(target_fd, attach_type, 0, 0, addressof(ids), count, 0))
     _bpf(BPF_PROG_QUERY, attr, "bpf prog query")
-    return attr.attach_flags, list(ids[: attr.prog_cnt])
+    _, _, _, flags, _, count, _ = _QUERY.unpack(attr.raw)
+    return flags, list(struct.unpack(f"={count}I", ids.raw[: 4 * count]))
 
 
 def prog_get_fd_by_id(prog_id: int) -> int:
     """Open the loaded program with that id; the caller closes the fd."""
-    return _bpf(BPF_PROG_GET_FD_BY_ID, _GetIdAttr(prog_id=prog_id), "bpf prog get fd by id")
+    return _bpf(BPF_PROG_GET_FD_BY_ID, buffer(_GET_FD_BY_ID.pack(prog_id, 0, 0)),
+                "bpf prog get fd by id")

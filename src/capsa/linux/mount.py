@@ -1,7 +1,6 @@
 """Mounts: mount(2), umount2(2), pivot_root(2) and the MS_* flags."""
 
 import os
-import platform
 
 from capsa.linux._libc import buffer, check, libc, syscall
 
@@ -57,7 +56,7 @@ def umount(target, flags: int = 0) -> None:
 
 def pivot_root(new_root, put_old) -> None:
     """pivot_root(2): make new_root the root, moving the old root to put_old."""
-    number = _SYS_PIVOT_ROOT[platform.machine()]
+    number = _SYS_PIVOT_ROOT[os.uname().machine]
     try:
         syscall(number, _path(new_root), _path(put_old))
     except OSError as err:

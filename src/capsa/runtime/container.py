@@ -7,7 +7,6 @@ command reads state.json and acts on the facts it names.
 """
 
 import os
-import shutil
 import time
 
 from capsa.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -34,7 +33,7 @@ class Options:
     """The flags of `create` (and `run`)."""
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
-                 no_new_keyring=False, preserve_fds=0, console_fd=None):  # fmt: skip
+                 no_new_keyring=False, preserve_fds=0, console_fd=None, config=None):  # fmt: skip
         self.bundle = os.path.abspath(bundle)
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -42,12 +41,13 @@ class Options:
         self.no_new_keyring = no_new_keyring
         self.preserve_fds = preserve_fds
         self.console_fd = console_fd
+        self.config = config  # already loaded and validated (by `run`)
 
 
 def create(root: str, container_id: str, opts: Options) -> State:
     """Create the container and leave its init waiting for `start`."""
     state.check_id(container_id)
-    config = spec.load(opts.bundle)
+    config = opts.config or spec.load(opts.bundle)
     rootfs = _rootfs_path(config, opts.bundle)
     if config["process"].get("terminal") and opts.console_socket is None and opts.console_fd is None:
         raise FailedPrecondition("cannot allocate a tty without --console-socket")
@@ -66,7 +66,7 @@ def create(root: str, container_id: str, opts: Options) -> State:
         return launch.run()
     except BaseException:
         launch.undo()
-        shutil.rmtree(directory, ignore_errors=True)
+        state.remove_dir(directory)
         raise
 
 
@@ -93,6 +93,9 @@ class _Launch:
         linux = self.config.get("linux", {})
         fifo = os.path.join(self.dir, FIFO)
         os.mkfifo(fifo, 0o622)
+        # The init opens it after dropping to the container's root, which in
+        # a user namespace is another host uid: make it the owner.
+        os.chown(fifo, _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings"))
         self.cgroup = cgroups.new_manager(linux.get("cgroupsPath"), self.id)
         console_fd = self.opts.console_fd
         if self.opts.console_socket:
@@ -192,6 +195,14 @@ def _resources(config: dict) -> dict:
                       "minor": device.get("minor"), "access": "rwm"})  # fmt: skip
     resources["devices"] = rules
     return resources
+
+
+def _host_id(linux: dict, key: str) -> int:
+    """The host id that container id 0 maps to (0 without a user namespace)."""
+    for m in linux.get(key, []):
+        if m["containerID"] == 0:
+            return m["hostID"]
+    return 0
 
 
 def _cgroup_mode() -> str:
@@ -300,7 +311,7 @@ def delete(root: str, container_id: str, force: bool, warn) -> None:
                 cgroup.thaw()
         _wait_gone(st)
         cgroup.destroy()
-    shutil.rmtree(st.dir, ignore_errors=True)
+    state.remove_dir(st.dir)
     if st.data:
         poststop = hooks.hook_state(st.config, st.id, "stopped", 0, st.bundle)
         hooks.run_hooks_warn(st.config, "poststop", poststop, warn)

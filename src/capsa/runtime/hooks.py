@@ -7,8 +7,7 @@ container after `start`, before the program; poststart after it started;
 poststop after `delete`. A poststart or poststop failure only warns.
 """
 
-import json
-
+from capsa import fastjson as json
 from capsa.errors import CapsaError
 
 class HookError(CapsaError):

@@ -211,11 +211,12 @@ def _load_seccomp(ctx):
 def run(ctx: dict, channel: sync.Channel) -> None:
     """Entry point in the forked init; never returns."""
     ctx["channel"] = channel
+    step = start_session
     try:
         for step in INIT_STEPS:
             step(ctx)
     except BaseException as err:  # noqa: BLE001 - reported to the parent once
-        channel.send_error(err)
+        channel.send_error(err, step.__name__)
         os._exit(1)
     try:
         for step in START_STEPS:

@@ -64,7 +64,10 @@ def set_capabilities(capabilities: dict | None) -> None:
         return
     mask = capability_masks(capabilities)
     caps.set(mask.get("effective", 0), mask.get("permitted", 0), mask.get("inheritable", 0))
-    caps.set_ambient(mask.get("ambient", 0) & _known_caps())
+    # The kernel only lets a capability be ambient if it is also permitted
+    # and inheritable; like runc, the others are left out silently.
+    ambient = mask.get("ambient", 0) & mask.get("inheritable", 0) & mask.get("permitted", 0)
+    caps.set_ambient(ambient & _known_caps())
 
 
 def _known_caps() -> int:

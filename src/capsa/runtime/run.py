@@ -19,7 +19,10 @@ def run(root: str, container_id: str, opts: container.Options, detach: bool, war
     relay = None
     if not detach:
         proc.set_child_subreaper()
-    if _wants_terminal(opts) and opts.console_socket is None:
+    from capsa.runtime import spec
+
+    opts.config = spec.load(opts.bundle)
+    if opts.config["process"].get("terminal") and opts.console_socket is None:
         if detach:
             from capsa.errors import FailedPrecondition
 
@@ -42,12 +45,6 @@ def run(root: str, container_id: str, opts: container.Options, detach: bool, war
     status = wait_and_forward(st.pid, relay)
     container.delete(root, container_id, True, warn)
     return status
-
-
-def _wants_terminal(opts: container.Options) -> bool:
-    from capsa.runtime import spec
-
-    return bool(spec.load(opts.bundle)["process"].get("terminal"))
 
 
 def wait_and_forward(pid: int, relay) -> int:

@@ -58,12 +58,14 @@ class Channel:
         fields["type"] = kind
         os.write(self.wfd, json.dumps(fields).encode() + b"\n")
 
-    def send_error(self, err: BaseException) -> None:
-        """Report err to the other end; never raises (the child is dying)."""
+    def send_error(self, err: BaseException, step: str = "") -> None:
+        """Report err (raised in step) to the other end; never raises."""
         errno = getattr(err, "errno", 0) or 0
         msg = str(err) or type(err).__name__
-        if isinstance(err, OSError) and err.strerror and err.filename is None:
-            msg = err.strerror
+        if isinstance(err, OSError) and err.strerror:
+            msg = err.strerror + (f": {err.filename}" if err.filename else "")
+        if step:
+            msg = f"failed to {step.replace('_', ' ')}: {msg}"
         try:
             self.send(ERROR, msg=msg, errno=errno)
         except OSError:

@@ -19,8 +19,9 @@ import time
 
 from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, Unsupported
 from capsa.runtime.cgroups import (
-    empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups, read_file,
-    read_int, read_keyed, read_optional, remove_cgroup, validate_resources, write_file,
+    CgroupManager, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups,
+    read_file, read_int, read_keyed, read_optional, remove_cgroup, validate_resources,
+    write_file,
 )
 from capsa.runtime.cgroups import v2
 
@@ -411,7 +412,7 @@ def discover_mounts(root: str) -> dict[str, str]:
     return mounts
 
 
-class V1Manager:
+class V1Manager(CgroupManager):
     """A container's cgroup in every mounted v1 hierarchy (plus unified on hybrid)."""
 
     def __init__(self, root: str, paths: dict[str, str]):

@@ -17,8 +17,8 @@ import time
 
 from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, NotFound, Unsupported
 from capsa.runtime.cgroups import (
-    empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups, read_int,
-    read_keyed, read_optional, remove_cgroup, validate_resources, write_file,
+    CgroupManager, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups,
+    read_int, read_keyed, read_optional, remove_cgroup, validate_resources, write_file,
 )
 
 UNLIMITED = 2**64 - 1
@@ -288,7 +288,7 @@ def _io_stats(directory: str, out: dict) -> None:
     out["blkio"] = {"ioServiceBytesRecursive": service_bytes, "ioServicedRecursive": serviced}
 
 
-class V2Manager:
+class V2Manager(CgroupManager):
     """A container's cgroup on a cgroup v2 host: one directory below root."""
 
     def __init__(self, root: str, directory: str):
