@@ -23,15 +23,39 @@ def busybox_rootfs(tmp_path_factory):
     return base / "rootfs"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subreaper():
+    """Container inits outlive `create` and are orphaned: make them ours, as a
+    shim is their subreaper, rather than pid 1's, which may reap them late
+    (seconds, here) or never (a shell as pid 1 in a CI container)."""
+    from capsa.linux.proc import set_child_subreaper
+
+    set_child_subreaper()
+
+
+def reap_orphans() -> None:
+    """Reap every exited child. Called between tests, when no test's own
+    subprocess is still waiting to be waited for."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 @pytest.fixture(autouse=True)
-def no_leaks():
+def no_leaks(subreaper):
     """Fail the test if it left a mount, cgroup, namespace or process behind."""
     before = leaks.snapshot()
     yield
     deadline = time.monotonic() + 5
+    reap_orphans()
     left = leaks.new_since(before)
-    while left and time.monotonic() < deadline:  # processes take a moment to be reaped
-        time.sleep(0.05)
+    while left and time.monotonic() < deadline:  # processes take a moment to exit
+        time.sleep(0.02)
+        reap_orphans()
         left = leaks.new_since(before)
     assert not left, f"test left behind: {left}"
 

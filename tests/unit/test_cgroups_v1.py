@@ -19,7 +19,8 @@ FILES = {
             "cpu.cfs_burst_us": "0", "cpu.rt_period_us": "1000000", "cpu.rt_runtime_us": "0",
             "cpu.idle": "0", "cpu.stat": "nr_periods 10\nnr_throttled 2\nthrottled_time 3000\n"},
     "cpuacct": {"cpuacct.usage": "5000", "cpuacct.usage_percpu": "3000 2000 \n",
-                "cpuacct.usage_percpu_sys": "1000 500\n", "cpuacct.usage_percpu_user": "2000 1500\n",
+                "cpuacct.usage_percpu_sys": "1000 500\n",
+                "cpuacct.usage_percpu_user": "2000 1500\n",
                 "cpuacct.stat": "user 3\nsystem 1\n"},
     "memory": {"memory.limit_in_bytes": "9223372036854771712",
                "memory.memsw.limit_in_bytes": "9223372036854771712",
@@ -58,7 +59,8 @@ def root(tmp_path, monkeypatch):
     """A v1 cgroupfs: one directory per hierarchy; container dirs are made by `cgroup`."""
     base = tmp_path / "cgroup"
     for name in CONTROLLERS:
-        populate(base / name, {"cpuset.cpus": "0-3", "cpuset.mems": "0"} if name == "cpuset" else {})
+        top = {"cpuset.cpus": "0-3", "cpuset.mems": "0"} if name == "cpuset" else {}
+        populate(base / name, top)
     # cgroupfs lets rmdir remove a directory holding control files; a real fs does not.
     real_rmdir = os.rmdir
 
@@ -223,12 +225,24 @@ def test_pids_limit_zero_or_negative_is_max(root):
 def test_missing_controller_is_unsupported_before_any_write(root, writes):
     cgroup(root)
     mgr = new_manager(None, "c1", root=root)
-    for resources in ({"memory": {"limit": 1 << 20}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
+    for resources in ({"memory": {"limit": 1 << 20},
+                       "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
                       {"pids": {"limit": 5}, "network": {"classID": 1048577}},
                       {"pids": {"limit": 5}, "unified": {"memory.high": "1G"}}):
         with pytest.raises(Unsupported):
             mgr.set(resources)
     assert writes == []
+
+
+def test_swap_without_swap_accounting_is_unsupported_before_any_write(root, writes):
+    cgroup(root)
+    os.unlink(f"{root}/memory/c1/memory.memsw.limit_in_bytes")
+    mgr = new_manager(None, "c1", root=root)
+    with pytest.raises(Unsupported):
+        mgr.set({"pids": {"limit": 5}, "memory": {"limit": 1 << 20, "swap": 2 << 20}})
+    assert writes == []
+    mgr.set({"memory": {"limit": -1}})  # "unlimited" needs no swap file
+    assert writes == [("memory.limit_in_bytes", "-1")]
 
 
 @pytest.mark.parametrize("resources", [
@@ -323,7 +337,10 @@ def test_load_manager_round_trips_paths_and_refuses_outside_root(root):
     again = load_manager(mgr.paths(), root=root)
     assert isinstance(again, v1.V1Manager) and again.paths() == mgr.paths()
     assert again.oom_kill_count() == 3
-    for bad in ({"memory": "/etc"}, {"memory": f"{root}/memory/../../x"}, {}, []):
+    # A mount point itself is refused: destroy() would sweep every empty cgroup below it.
+    for bad in ({"memory": "/etc"}, {"memory": f"{root}/memory/../../x"},
+                {"memory": f"{root}/memory"},
+                {"cpu": f"{root}/cpu/c1", "unified": f"{root}/unified"}, {}, []):
         with pytest.raises(InvalidArgument):
             load_manager(bad, root=root)
 
@@ -367,7 +384,8 @@ def test_hybrid_uses_unified_for_hugetlb_and_the_device_filter(root, hybrid):
 def test_device_rules_emulate_v1_semantics():
     allow_all_but_null = [{"allow": True}, {"allow": False, "type": "c", "major": 1, "minor": 3}]
     assert devices_bpf.emulate(allow_all_but_null) == (True, {("c", 1, 3): 7})
-    merged = [{"allow": False}, {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"},
+    merged = [{"allow": False},
+              {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "r"},
               {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "w"},
               {"allow": True, "type": "b", "access": "m"}]
     assert devices_bpf.emulate(merged) == (False, {("c", 1, 3): 6, ("b", -1, -1): 1})

@@ -20,9 +20,11 @@ LEAF = {
     "cpu.stat": "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 4\nnr_throttled 1\n"
                 "throttled_usec 3\n",
     "cpuset.cpus": "", "cpuset.mems": "",
-    "memory.max": "max", "memory.high": "max", "memory.low": "0", "memory.swap.max": "max", "memory.current": "4096",
+    "memory.max": "max", "memory.high": "max", "memory.low": "0", "memory.swap.max": "max",
+    "memory.current": "4096",
     "memory.peak": "8192", "memory.swap.current": "100",
-    "memory.events": "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n", "memory.stat": "anon 10\nfile 20\n",
+    "memory.events": "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n",
+    "memory.stat": "anon 10\nfile 20\n",
     "pids.max": "max", "pids.current": "3",
     "io.weight": "default 100", "io.max": "",
     "io.stat": "8:0 rbytes=4096 wbytes=512 rios=2 wios=1 dbytes=0 dios=0\n",
@@ -216,7 +218,8 @@ def test_stats_and_oom_kills(root):
     mgr = make(root)
     stats = mgr.stats()
     assert stats["cpu"]["usage"]["total"] == 7000 and stats["cpu"]["usage"]["kernel"] == 2000
-    assert stats["cpu"]["throttling"] == {"periods": 4, "throttledPeriods": 1, "throttledTime": 3000}
+    assert stats["cpu"]["throttling"] == {"periods": 4, "throttledPeriods": 1,
+                                          "throttledTime": 3000}
     assert stats["memory"]["usage"] == {"usage": 4096, "max": 8192, "limit": 2**64 - 1,
                                         "failcnt": 2}
     assert stats["memory"]["swap"]["usage"] == 4196 and stats["memory"]["cache"] == 20
@@ -237,6 +240,21 @@ def test_destroy_detaches_and_is_idempotent(root, filters):
         ["cgroup.controllers", "cgroup.subtree_control", "cgroup.procs"])
     mgr.destroy()
     assert load_manager(mgr.paths(), root=root).paths() == mgr.paths()
+    with pytest.raises(InvalidArgument):
+        load_manager({"unified": root}, root=root)
+
+
+def test_swap_v2_cannot_express_is_refused_before_any_write(root, writes):
+    mgr = make(root)
+    with pytest.raises(InvalidArgument):
+        mgr.set({"pids": {"limit": 5}, "memory": {"swap": 1 << 20}})
+    os.unlink(root + "/c1/memory.swap.max")
+    with pytest.raises(Unsupported):
+        mgr.set({"pids": {"limit": 5}, "memory": {"limit": 1 << 20, "swap": 2 << 20}})
+    assert writes == []
+    # "No swap" is already true without swap accounting: the failed write is fine.
+    mgr.set({"memory": {"limit": 1 << 20, "swap": 1 << 20}})
+    assert writes == [("memory.swap.max", "0"), ("memory.max", str(1 << 20))]
 
 
 # ---- the BPF device filter, run by a tiny interpreter of the opcodes it uses ----

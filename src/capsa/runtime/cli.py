@@ -75,11 +75,13 @@ def parse_flags(argv: list[str], flags: list[Flag]) -> tuple[dict, list[str]]:
     return opts, argv[i:]
 
 
-def _int_flag(value, name: str) -> int:
-    try:
+def _count_flag(value, name: str) -> int:
+    """A non-negative integer flag (runc's uint flags): "", "-1" and "x" are refused."""
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"invalid value {value!r} for --{name}") from None
+    raise InvalidArgument(f"invalid value {value!r} for --{name}")
 
 
 # --- commands -------------------------------------------------------------------
@@ -103,7 +105,7 @@ def _create_options(opts) -> container.Options:
         bundle=opts["bundle"] or ".", pid_file=opts["pid_file"],
         console_socket=opts["console_socket"], no_pivot=opts["no_pivot"],
         no_new_keyring=opts["no_new_keyring"],
-        preserve_fds=_int_flag(opts["preserve_fds"] or 0, "preserve-fds"),
+        preserve_fds=_count_flag(opts["preserve_fds"], "preserve-fds"),
     )  # fmt: skip
 
 
@@ -137,7 +139,7 @@ def cmd_delete(g, opts, args):
 
 
 def cmd_list(g, opts, args):
-    states = container.list_states(g.root)
+    states = container.list_states(g.root, g.log.warn)
     if opts["quiet"]:
         print("\n".join(st.id for st in states) if states else "", end="\n" if states else "")
         return
@@ -167,12 +169,13 @@ def print_table(header: list[str], rows: list[list]) -> None:
 
 
 def parse_signal(raw: str) -> int:
-    """KILL, SIGKILL, kill and 9 all name SIGKILL, as with runc."""
+    """KILL, SIGKILL, kill and 9 all name SIGKILL, as with runc; 0 only checks
+    that the init is alive (as kill(2) and runc do)."""
     import _signal
 
     if raw.isdigit():
         signum = int(raw)
-        if 0 < signum < _signal.NSIG:
+        if 0 <= signum < _signal.NSIG:
             return signum
         raise InvalidArgument(f"invalid signal {raw}")
     name = raw.upper()

@@ -9,7 +9,7 @@ command reads state.json and acts on the facts it names.
 import os
 import time
 
-from capsa.errors import AlreadyExists, FailedPrecondition, NotFound
+from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from capsa.linux import proc
 from capsa.runtime import hooks, spec, state, sync
 from capsa.runtime.state import FIFO, State
@@ -92,7 +92,8 @@ class _Launch:
 
         linux = self.config.get("linux", {})
         fifo = os.path.join(self.dir, FIFO)
-        os.mkfifo(fifo, 0o622)
+        os.mkfifo(fifo)
+        os.chmod(fifo, 0o622)  # not subject to the umask: any container user writes it
         # The init opens it after dropping to the container's root, which in
         # a user namespace is another host uid: make it the owner.
         os.chown(fifo, _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings"))
@@ -335,11 +336,16 @@ def _wait_gone(st: State, timeout: float = 10.0) -> None:
         time.sleep(0.001)
 
 
-def list_states(root: str) -> list[State]:
+def list_states(root: str, warn=None) -> list[State]:
+    """Every container under root; one whose state cannot be read is skipped
+    (with a warning, as runc does), so that it cannot hide the others."""
     states = []
     for container_id in state.list_ids(root):
         try:
             states.append(state.load(root, container_id))
-        except (NotFound, ValueError):
-            continue
+        except NotFound:
+            continue  # deleted meanwhile
+        except (FailedPrecondition, InvalidArgument) as err:
+            if warn is not None:
+                warn(str(err))
     return states

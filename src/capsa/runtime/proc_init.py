@@ -29,7 +29,6 @@ def prepare_rootfs(ctx):
     root = ctx["rootfs"]
     linux = config.get("linux", {})
     rootfs.set_root_propagation(linux.get("rootfsPropagation"))
-    rootfs.make_private_parent(root, linux.get("rootfsPropagation"))
     rootfs.bind_rootfs(root)
     mounts = config.get("mounts", [])
     for spec_mount in mounts:
@@ -154,7 +153,7 @@ def report_ready(ctx):
 
 INIT_STEPS = [
     start_session, prepare_rootfs, request_runtime_hooks, run_create_container_hooks,
-    enter_rootfs, setup_console, finish_rootfs, set_sysctl, set_hostname,
+    enter_rootfs, setup_console, set_sysctl, finish_rootfs, set_hostname,
     set_process_limits, apply_seccomp_privileged, drop_privileges, enter_cwd,
     set_no_new_privs, find_program, report_ready,
 ]  # fmt: skip

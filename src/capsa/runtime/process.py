@@ -85,6 +85,10 @@ def setgroups_denied() -> bool:
 def find_executable(name: str, env: list[str]) -> str:
     """Look name up in the container's PATH (from process.env) as execvp would."""
     if "/" in name:
+        if not os.path.isfile(name):
+            raise FileNotFoundError(2, f"exec: {name!r}: no such file")
+        if not os.access(name, os.X_OK):
+            raise PermissionError(13, f"exec: {name!r}: permission denied")
         return name
     path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
     for directory in path.split(":"):

@@ -236,21 +236,19 @@ def mount_cgroup(dest: str, opts: Options, ctx: dict) -> None:
 
 
 def set_root_propagation(propagation: str | None) -> None:
-    """Keep our mounts from leaking back to the host: rslave unless asked."""
-    flag = PROPAGATION.get(propagation or "rslave", m.MS_SLAVE | m.MS_REC)
-    m.mount(None, "/", None, flag)
+    """Keep our mounts from leaking back to the host: rslave unless asked.
+
+    pivot_root refuses shared mounts, so a shared rootfsPropagation starts
+    as rslave and is applied to the new root after the pivot.
+    """
+    if not propagation or propagation in ("shared", "rshared"):
+        propagation = "rslave"
+    m.mount(None, "/", None, PROPAGATION[propagation])
 
 
 def bind_rootfs(rootfs: str) -> None:
     """pivot_root needs the new root to be a mount point: bind it to itself."""
     m.mount(rootfs, rootfs, None, m.MS_BIND | m.MS_REC)
-
-
-def make_private_parent(rootfs: str, propagation: str | None) -> None:
-    """pivot_root refuses a shared parent mount; shared rootfsPropagation is
-    restored on the rootfs itself afterwards."""
-    if propagation in ("shared", "rshared"):
-        m.mount(None, rootfs, None, m.MS_PRIVATE)
 
 
 def create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:

@@ -10,7 +10,7 @@ import os
 from capsa import fastjson as json
 from capsa.errors import InvalidArgument, NotFound, Unsupported
 
-OCI_VERSION = "1.2.0"
+OCI_VERSION = "1.0.2-dev"  # what runc writes; crun 1.8 refuses anything but 1.0.x
 
 DEFAULT_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
 

@@ -10,7 +10,7 @@ import os
 import time
 
 from capsa import fastjson as json
-from capsa.errors import InvalidArgument, NotFound
+from capsa.errors import FailedPrecondition, InvalidArgument, NotFound
 from capsa.linux.proc import is_alive
 
 DEFAULT_ROOT = "/run/capsa-runtime"
@@ -86,16 +86,23 @@ class State:
 
 
 def load(root: str, container_id: str) -> State:
-    """The state of container_id, or NotFound."""
+    """The state of container_id, or NotFound (FailedPrecondition if unreadable)."""
     check_id(container_id)
     directory = os.path.join(root, container_id)
+    path = os.path.join(directory, STATE_FILE)
     try:
-        with open(os.path.join(directory, STATE_FILE), "rb") as f:
+        with open(path, "rb") as f:
             data = json.loads(f.read())
     except FileNotFoundError:
         if not os.path.isdir(directory):
             raise NotFound(f"container {container_id} does not exist") from None
         data = {}  # being created: the directory exists, state.json not yet
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise FailedPrecondition(f"failed to load state of container {container_id}: "
+                                 f"{path}: {err}") from None  # fmt: skip
+    if not isinstance(data, dict):
+        raise FailedPrecondition(f"failed to load state of container {container_id}: "
+                                 f"{path}: not a JSON object")  # fmt: skip
     return State(root, container_id, data)
 
 

@@ -114,12 +114,17 @@ def load_manager(paths: dict, *, root: str = DEFAULT_ROOT) -> CgroupManager:
     """Rebuild a manager from paths() as saved by an earlier command."""
     if not isinstance(paths, dict) or not paths:
         raise InvalidArgument("failed to load cgroup paths: not a non-empty object")
+    # destroy() removes sub-cgroups recursively: a saved path naming a mount
+    # point (or anything outside root) would take every empty cgroup with it.
+    v2_only = set(paths) == {"unified"}
     for name, directory in paths.items():
-        if (not isinstance(directory, str) or posixpath.normpath(directory) != directory
-                or not directory.startswith(root.rstrip("/") + "/")):
+        below = (isinstance(directory, str) and posixpath.normpath(directory) == directory
+                 and directory.startswith(root.rstrip("/") + "/"))
+        depth = len(os.path.relpath(directory, root).split("/")) if below else 0
+        if depth < (1 if v2_only else 2):
             raise InvalidArgument(f"failed to load cgroup path {name}: {directory!r} "
-                                  f"is not below {root}")
-    if set(paths) == {"unified"}:
+                                  f"is not a cgroup below {root}")
+    if v2_only:
         from capsa.runtime.cgroups import v2
         return v2.V2Manager(root, paths["unified"])
     from capsa.runtime.cgroups import v1
@@ -133,7 +138,9 @@ def split_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple[str
     relative = not cgroups_path.startswith("/")
     # Clean as if rooted so ".." can never climb out of the hierarchy (runc CleanPath).
     inner = posixpath.normpath("/" + cgroups_path.lstrip("/"))
-    if inner == "/" or "\0" in inner:
+    if "\0" in inner:
+        raise InvalidArgument(f"failed to use cgroups path {cgroups_path!r}: it holds a NUL")
+    if inner == "/":
         raise InvalidArgument(f"failed to use cgroups path {cgroups_path!r}: "
                               "it names the hierarchy root, not a container cgroup")
     return inner, relative
@@ -243,8 +250,8 @@ def empty_stats() -> dict:
 def remove_cgroup(directory: str) -> None:
     """rmdir a cgroup and its sub-cgroups, retrying while the kernel says EBUSY."""
     try:
-        children = [entry.path for entry in os.scandir(directory)
-                    if entry.is_dir(follow_symlinks=False)]
+        with os.scandir(directory) as entries:
+            children = [entry.path for entry in entries if entry.is_dir(follow_symlinks=False)]
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as err:

@@ -26,7 +26,7 @@ rules for the default container devices itself.
 
 import os
 
-from capsa.errors import CapsaError, InvalidArgument
+from capsa.errors import CapsaError, InvalidArgument, NotFound
 from capsa.runtime.cgroups import cause
 from capsa.linux import bpf
 
@@ -186,7 +186,7 @@ def detach_device_filters(directory: str) -> None:
     """Detach every device program attached directly to directory; absent is fine."""
     try:
         opened = _open_dir(directory)
-    except FileNotFoundError:
+    except NotFound:
         return
     with opened as dir_fd:
         try:
@@ -229,7 +229,12 @@ class _open_dir:
     """An O_DIRECTORY fd as a context manager (bpf attaches to cgroup fds)."""
 
     def __init__(self, directory: str):
-        self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError as err:
+            raise NotFound(f"failed to open cgroup {directory}: {cause(err)}") from err
+        except OSError as err:
+            raise CapsaError(f"failed to open cgroup {directory}: {cause(err)}") from err
 
     def __enter__(self) -> int:
         return self.fd

@@ -19,9 +19,9 @@ import time
 
 from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, Unsupported
 from capsa.runtime.cgroups import (
-    CgroupManager, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups,
-    read_file, read_int, read_keyed, read_optional, remove_cgroup, validate_resources,
-    write_file,
+    CgroupManager, cause, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry,
+    own_cgroups, read_file, read_int, read_keyed, read_optional, remove_cgroup,
+    validate_resources, write_file,
 )
 from capsa.runtime.cgroups import v2
 
@@ -300,12 +300,14 @@ class BlkioGroup(Subsystem):
                  f"{number} {device['leafWeight']}")
         for key, name in self._THROTTLE:
             for device in block.get(key) or []:
-                write_file(directory, name, f"{device['major']}:{device['minor']} {device['rate']}")
+                write_file(directory, name,
+                           f"{device['major']}:{device['minor']} {device['rate']}")
 
     def stats(self, directory, out):
         # CFQ's files first, then BFQ's, then the throttle layer's (runc's order).
         for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
-            service_bytes = parse_blkio(read_optional(directory, prefix + "io_service_bytes_recursive"))
+            service_bytes = parse_blkio(
+                read_optional(directory, prefix + "io_service_bytes_recursive"))
             if service_bytes:
                 out["blkio"]["ioServiceBytesRecursive"] = service_bytes
                 out["blkio"]["ioServicedRecursive"] = parse_blkio(
@@ -400,7 +402,7 @@ def discover_mounts(root: str) -> dict[str, str]:
     try:
         entries = sorted(os.listdir(root))
     except OSError as err:
-        raise Unsupported(f"failed to list cgroup mounts in {root}: {err.strerror}") from err
+        raise Unsupported(f"failed to list cgroup mounts in {root}: {cause(err)}") from err
     for entry in entries:
         path = os.path.join(root, entry)
         if entry == UNIFIED or not os.path.isdir(path):
@@ -472,6 +474,11 @@ class V1Manager(CgroupManager):
                 continue
             raise Unsupported(f"failed to set {subsystem.name} resources: the {subsystem.name} "
                               f"cgroup controller is not mounted under {self._root}")
+        memory, directory = _section(resources, "memory"), self._paths.get("memory")
+        if (memory.get("swap") or 0) > 0 and directory and os.path.isdir(directory) and \
+                read_optional(directory, "memory.memsw.limit_in_bytes") is None:
+            raise Unsupported(f"failed to set memory+swap limit on {directory}: swap "
+                              "accounting is disabled (no memory.memsw.limit_in_bytes)")
         for name in resources.get("unified") or {}:
             controller = name.split(".", 1)[0]
             if controller not in available and controller != "cgroup":

@@ -89,9 +89,11 @@ def swap_to_v2(swap: int, limit: int) -> int:
     if swap in (-1, 0):
         return swap
     if limit in (0, -1):
-        raise InvalidArgument(f"failed to set memory swap {swap}: a swap limit needs a memory limit")
+        raise InvalidArgument(f"failed to set memory swap {swap}: a swap limit needs a "
+                              "memory limit")
     if swap < limit:
-        raise InvalidArgument(f"failed to set memory swap {swap}: memory+swap is below limit {limit}")
+        raise InvalidArgument(f"failed to set memory swap {swap}: memory+swap is below "
+                              f"limit {limit}")
     return swap - limit
 
 
@@ -103,6 +105,15 @@ def _set_pids(directory: str, resources: dict) -> None:
     limit = _section(resources, "pids").get("limit")
     if limit is not None:
         write_file(directory, "pids.max", str(limit) if limit > 0 else "max")
+
+
+def check_swap(directory: str, memory: dict) -> None:
+    """Refuse, before any write, a swap limit v2 cannot express or the host cannot keep."""
+    swap = memory.get("swap") or 0
+    swap_max = swap_to_v2(swap, memory.get("limit") or 0)
+    if swap_max > 0 and read_optional(directory, "memory.swap.max") is None:
+        raise Unsupported(f"failed to set memory swap on {directory}: swap accounting "
+                          "is disabled (no memory.swap.max)")
 
 
 def _set_memory(directory: str, resources: dict) -> None:
@@ -318,6 +329,7 @@ class V2Manager(CgroupManager):
         if missing:
             raise Unsupported(f"failed to set resources on {self._directory}: cgroup "
                               f"controllers not available: {' '.join(sorted(missing))}")
+        check_swap(self._directory, _section(resources, "memory"))
         for step in SET_STEPS:
             step(self._directory, resources)
 
@@ -354,6 +366,8 @@ class V2Manager(CgroupManager):
 
     def stats(self) -> dict:
         out, directory = empty_stats(), self._directory
+        if not self.exists():
+            raise NotFound(f"failed to read stats: cgroup {directory} does not exist")
         cpu = read_keyed(directory, "cpu.stat")
         out["cpu"]["usage"].update(total=cpu.get("usage_usec", 0) * 1000,
                                    user=cpu.get("user_usec", 0) * 1000,
