@@ -241,10 +241,7 @@ BROKEN = {
 
 # Bugs outside the command line, left to their owners: strict, so they turn
 # into failures (to be un-marked) once fixed.
-KNOWN_BUGS = {
-    "program missing by path": "process.find_executable does not check a path with a '/'",
-    "program not executable": "process.find_executable does not check a path with a '/'",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _cases(names):

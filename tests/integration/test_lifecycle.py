@@ -734,3 +734,66 @@ def test_preserve_fds_passes_extra_descriptors(runtime, bundle, tmp_path):
     wait_status(runtime, "c1", "stopped")
     assert read(host / "out") == "through fd 3\n"
     assert read(host / "fd4") == "closed\n"
+
+
+# --- more of create's flags ----------------------------------------------------------
+
+
+def test_a_relative_bundle_is_recorded_absolute(runtime, bundle, tmp_path):
+    bundle.args("true")
+    raw(runtime, "create", "--bundle", "bundle", "c1", check=True, cwd=tmp_path,
+        stdout=subprocess.DEVNULL)  # fmt: skip
+    assert runtime.state("c1")["bundle"] == str(bundle)
+
+
+def test_the_bundle_defaults_to_the_working_directory(runtime, bundle):
+    bundle.args("true")
+    raw(runtime, "create", "c1", check=True, cwd=str(bundle), stdout=subprocess.DEVNULL)
+    assert runtime.state("c1")["bundle"] == str(bundle)
+
+
+def test_no_pivot_and_no_new_keyring_are_accepted(runtime, bundle):
+    bundle.args("echo", "ok")
+    result = runtime("run", "--no-pivot", "--no-new-keyring", "--bundle", str(bundle), "r1",
+                     stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.stdout == b"ok\n"
+
+
+def _session_keyrings() -> str:
+    with open("/proc/keys") as f:
+        return "".join(line for line in f if " _ses." in line)
+
+
+@pytest.mark.xfail(strict=True, reason="proc_init never joins a new session keyring "
+                   "(runc: keyctl JOIN_SESSION_KEYRING '_ses.<id>' unless --no-new-keyring)")
+def test_create_gives_the_container_its_own_session_keyring(runtime, bundle):
+    bundle.args("true")
+    container_id = f"k{os.getpid()}-{time.monotonic_ns()}"  # keyrings outlive containers
+    create(runtime, bundle, container_id)
+    assert f" _ses.{container_id}:" in _session_keyrings()
+
+
+def test_run_with_a_terminal_relays_it(runtime, bundle):
+    """runc needs a terminal on stdin for this; capsa relays a pty anyway."""
+    bundle.process["terminal"] = True
+    bundle.args("sh", "-c", "tty; test -t 1 && echo stdout-is-a-tty")
+    result = runtime("run", "--bundle", str(bundle), "r1", stdin=subprocess.DEVNULL)
+    assert result.stdout.replace(b"\r\n", b"\n") == b"/dev/pts/0\nstdout-is-a-tty\n"
+
+
+def test_run_detach_with_a_terminal_needs_a_console_socket(runtime, bundle):
+    bundle.process["terminal"] = True
+    bundle.args("true")
+    result = runtime("run", "-d", "--bundle", str(bundle), "r1", check=False,
+                     stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode != 0 and b"console" in result.stderr
+    assert runtime.ids() == []
+
+
+@pytest.mark.xfail(strict=True, reason="the created init (Python, pid 1 of its namespace) has "
+                   "no SIGTERM handler, so the kernel drops the signal; runc's init dies")
+def test_sigterm_stops_a_created_container_as_with_runc(runtime, bundle):
+    bundle.args("sleep", "30")
+    create(runtime, bundle, "c1")
+    runtime("kill", "c1", "TERM")
+    wait_status(runtime, "c1", "stopped", timeout=2)

@@ -110,7 +110,9 @@ def test_host_mode_tells_the_layouts_apart(tmp_path):
 
 
 def test_paths_follow_runc_cgroups_path_rules(root, tmp_path, monkeypatch):
-    assert new_manager(None, "web", root=root).paths()["memory"] == f"{root}/memory/web"
+    # No cgroupsPath: "<id>" beside our own cgroup in each hierarchy, as runc.
+    own = cgroups.own_cgroups().get("memory", "/").rstrip("/")
+    assert new_manager(None, "web", root=root).paths()["memory"] == f"{root}/memory{own}/web"
     mgr = new_manager("/outer/inner", "web", root=root)
     assert set(mgr.paths()) == {"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer",
                                 "memory", "pids", "name=systemd"}
@@ -145,7 +147,7 @@ def test_apply_joins_every_hierarchy_and_copies_cpuset_from_parent(root):
 
 def test_set_writes_the_v1_values(root, writes):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     mgr.apply(1)
     mgr.set({
         "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 128 << 20,
@@ -195,7 +197,7 @@ def test_set_writes_the_v1_values(root, writes):
 
 def test_memory_and_swap_order_keeps_memsw_above_limit(root, writes):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     mgr.apply(1)
     mgr.set({"memory": {"limit": 256 << 20, "swap": 512 << 20}})
     writes.clear()
@@ -215,7 +217,7 @@ def test_memory_and_swap_order_keeps_memsw_above_limit(root, writes):
 
 def test_pids_limit_zero_or_negative_is_max(root):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     for limit in (0, -1):
         mgr.set({"pids": {"limit": 7}})
         mgr.set({"pids": {"limit": limit}})
@@ -224,7 +226,7 @@ def test_pids_limit_zero_or_negative_is_max(root):
 
 def test_missing_controller_is_unsupported_before_any_write(root, writes):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     for resources in ({"memory": {"limit": 1 << 20},
                        "hugepageLimits": [{"pageSize": "2MB", "limit": 0}]},
                       {"pids": {"limit": 5}, "network": {"classID": 1048577}},
@@ -237,7 +239,7 @@ def test_missing_controller_is_unsupported_before_any_write(root, writes):
 def test_swap_without_swap_accounting_is_unsupported_before_any_write(root, writes):
     cgroup(root)
     os.unlink(f"{root}/memory/c1/memory.memsw.limit_in_bytes")
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     with pytest.raises(Unsupported):
         mgr.set({"pids": {"limit": 5}, "memory": {"limit": 1 << 20, "swap": 2 << 20}})
     assert writes == []
@@ -269,13 +271,13 @@ def test_swap_without_swap_accounting_is_unsupported_before_any_write(root, writ
 def test_malformed_resources_are_refused_before_anything_changes(root, writes, resources):
     cgroup(root)
     with pytest.raises(InvalidArgument):
-        new_manager(None, "c1", root=root).set(resources)
+        new_manager("/c1", "c1", root=root).set(resources)
     assert writes == []
 
 
 def test_freeze_thaw_and_frozen(root):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     mgr.freeze()
     assert read(root, "freezer", "freezer.state") == "FROZEN" and mgr.frozen()
     mgr.thaw()
@@ -284,7 +286,7 @@ def test_freeze_thaw_and_frozen(root):
 
 def test_stats_and_oom_kills_have_the_runc_shape(root):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     stats = mgr.stats()
     hz = os.sysconf("SC_CLK_TCK")
     assert stats["cpu"]["usage"] == {
@@ -310,13 +312,13 @@ def test_pids_walks_sub_cgroups(root):
         file.write("10\n11\n")
     with open(f"{root}/pids/c1/inner/cgroup.procs", "w") as file:
         file.write("12\n")
-    assert new_manager(None, "c1", root=root).pids() == [10, 11, 12]
+    assert new_manager("/c1", "c1", root=root).pids() == [10, 11, 12]
 
 
 def test_destroy_is_idempotent_and_retries_ebusy(root, monkeypatch):
     cgroup(root)
     populate(f"{root}/memory/c1/sub", {})
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     fake_rmdir, busy = os.rmdir, {"count": 2}
 
     def rmdir(path):
@@ -333,7 +335,7 @@ def test_destroy_is_idempotent_and_retries_ebusy(root, monkeypatch):
 
 def test_load_manager_round_trips_paths_and_refuses_outside_root(root):
     cgroup(root)
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     again = load_manager(mgr.paths(), root=root)
     assert isinstance(again, v1.V1Manager) and again.paths() == mgr.paths()
     assert again.oom_kill_count() == 3
@@ -361,7 +363,7 @@ def hybrid(root, monkeypatch):
 
 def test_hybrid_uses_unified_for_hugetlb_and_the_device_filter(root, hybrid):
     assert cgroups.host_mode(root) == "hybrid"
-    mgr = new_manager(None, "c1", root=root)
+    mgr = new_manager("/c1", "c1", root=root)
     assert mgr.paths()["unified"] == f"{root}/unified/c1"
     mgr.apply(77)
     assert read(root, "unified", "cgroup.procs") == "77"

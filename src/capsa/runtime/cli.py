@@ -173,7 +173,7 @@ def parse_signal(raw: str) -> int:
     that the init is alive (as kill(2) and runc do)."""
     import _signal
 
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         signum = int(raw)
         if 0 <= signum < _signal.NSIG:
             return signum
@@ -182,7 +182,7 @@ def parse_signal(raw: str) -> int:
     name = name if name.startswith("SIG") else "SIG" + name
     if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
         base, _, offset = name[3:].partition("+" if "+" in name else "-")
-        if offset.isdigit():
+        if offset.isascii() and offset.isdigit():
             signum = (_signal.SIGRTMIN + int(offset) if base == "RTMIN"
                       else _signal.SIGRTMAX - int(offset))  # fmt: skip
             if _signal.SIGRTMIN <= signum <= _signal.SIGRTMAX:

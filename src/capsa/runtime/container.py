@@ -121,6 +121,9 @@ class _Launch:
             self.talk(parent)
         finally:
             parent.close()
+        # Reaped only now: its exit (a few ms) overlapped the init's work.
+        os.waitpid(self.inter_pid, 0)
+        self.inter_pid = 0
         return self.save()
 
     def talk(self, channel: sync.Channel) -> None:
@@ -137,8 +140,6 @@ class _Launch:
                 channel.send(sync.USERNS_MAPPED)
             elif kind == sync.INIT_PID:
                 self.init_pid = msg["pid"]
-                os.waitpid(self.inter_pid, 0)
-                self.inter_pid = 0
             elif kind == sync.HOOKS:
                 hook_state = hooks.hook_state(self.config, self.id, "creating", self.init_pid,
                                               self.opts.bundle)  # fmt: skip

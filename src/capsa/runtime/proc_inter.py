@@ -2,9 +2,9 @@
 
 CLONE_NEWPID applies to children only, so this process unshares (or joins)
 the namespaces and forks the container's pid 1; it then reports the init's
-pid and exits. It is in the container's cgroup before anything else happens
-(the parent moves it there and only then sends START), so the init and all
-its descendants start inside it, and a new cgroup namespace is rooted there.
+pid and exits. It is in the container's cgroup before it forks (the parent moves it there
+and only then sends START), so the init and all its descendants start
+inside it, and a new cgroup namespace is rooted there.
 """
 
 import os
@@ -16,13 +16,21 @@ from capsa.runtime import proc_init, sync
 def run(ctx: dict, channel: sync.Channel) -> None:
     """Entry point in the forked child; never returns."""
     try:
+        namespaces = ctx["config"].get("linux", {}).get("namespaces", [])
+        early = not any(n["type"] in ("user", "cgroup") for n in namespaces)
+        if early:
+            # Nothing here depends on the cgroup: overlap it with the
+            # parent's cgroup migration, which waits for an RCU grace period.
+            join_namespaces(namespaces)
+            unshare_namespaces(namespaces)
         start = channel.expect(sync.START)
         ctx["cgroup_paths"] = start["cgroup_paths"]
         ctx["cgroup_mode"] = start["cgroup_mode"]
-        namespaces = ctx["config"].get("linux", {}).get("namespaces", [])
-        enter_user_namespace(namespaces, channel)
-        join_namespaces(namespaces)
-        unshare_namespaces(namespaces)
+        if not early:
+            # A new cgroup namespace is rooted at our cgroup: join it first.
+            enter_user_namespace(namespaces, channel)
+            join_namespaces(namespaces)
+            unshare_namespaces(namespaces)
         set_time_offsets(ctx["config"].get("linux", {}).get("timeOffsets"))
         pid = os.fork()
         if pid == 0:

@@ -134,7 +134,8 @@ def load_manager(paths: dict, *, root: str = DEFAULT_ROOT) -> CgroupManager:
 def split_cgroups_path(cgroups_path: str | None, container_id: str) -> tuple[str, bool]:
     """Return (cleaned path, is relative to the caller's cgroup) for a cgroupsPath."""
     if not cgroups_path:
-        cgroups_path = "/" + container_id
+        # Like runc: beside the caller's own cgroup in each hierarchy.
+        cgroups_path = container_id
     relative = not cgroups_path.startswith("/")
     # Clean as if rooted so ".." can never climb out of the hierarchy (runc CleanPath).
     inner = posixpath.normpath("/" + cgroups_path.lstrip("/"))
