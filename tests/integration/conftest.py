@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -13,6 +14,7 @@ import leaks  # noqa: E402
 from runtimes import ROOT, runtime_command  # noqa: E402
 
 BUNDLE_SCRIPT = os.path.join(ROOT, "scripts", "busybox-bundle")
+SUBREAPER = os.path.join(ROOT, "tests", "subreaper.py")
 
 
 @pytest.fixture(scope="session")
@@ -68,12 +70,29 @@ class Runtime:
         self.root = root
 
     def __call__(self, *args, check=True, input=None, timeout=30, **kwargs):  # noqa: A002
-        result = subprocess.run(self.command + ["--root", self.root, *args], input=input,
-                                capture_output=True, timeout=timeout, **kwargs)  # fmt: skip
+        """Run the runtime; its output is collected in files, not pipes, since
+        a container created by it inherits (and keeps) its stdout and stderr."""
+        command = self.argv(*args)
+        if "stdout" in kwargs or "stderr" in kwargs:
+            result = subprocess.run(command, input=input, timeout=timeout, **kwargs)
+        else:
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                result = subprocess.run(command, input=input, stdout=out, stderr=err,
+                                        timeout=timeout, **kwargs)  # fmt: skip
+                out.seek(0)
+                err.seek(0)
+                result.stdout, result.stderr = out.read(), err.read()
         if check and result.returncode != 0:
             raise AssertionError(f"{args} failed ({result.returncode}): "
                                  f"{result.stderr.decode(errors='replace')}")  # fmt: skip
         return result
+
+    def argv(self, *args) -> list[str]:
+        """The command line; create and run go under a subreaper (see subreaper.py)."""
+        argv = self.command + ["--root", self.root, *args]
+        if args and args[0] in ("create", "run"):
+            argv = [sys.executable, SUBREAPER] + argv
+        return argv
 
     def state(self, container_id: str) -> dict:
         return json.loads(self("state", container_id).stdout)

@@ -233,6 +233,10 @@ BROKEN = {
     "program missing": (_edit(lambda c: c["process"].update(args=["no-such-program"])),
                         "no-such-program"),
     "missing cwd": (_edit(lambda c: c["process"].update(cwd="/no/such/dir")), "/no/such/dir"),
+    "namespace path missing": (_edit(lambda c: [n.update(path="/proc/999999999/ns/net")
+                                                for n in c["linux"]["namespaces"]
+                                                if n["type"] == "network"]),
+                               "/proc/999999999/ns/net"),
     "program missing by path": (_edit(lambda c: c["process"].update(args=["/no/such/program"])),
                                 "/no/such/program"),
     "program not executable": (_edit(lambda c: c["process"].update(args=["/etc/passwd"])),

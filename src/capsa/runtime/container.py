@@ -128,10 +128,14 @@ class _Launch:
 
     def talk(self, channel: sync.Channel) -> None:
         """Answer the children until the init reports READY."""
-        self.cgroup.apply(self.inter_pid)
-        self.cgroup.set(_resources(self.config))
-        channel.send(sync.START, cgroup_paths=self.cgroup.paths(),
-                     cgroup_mode=_cgroup_mode())  # fmt: skip
+        try:
+            self.cgroup.apply(self.inter_pid)
+            self.cgroup.set(_resources(self.config))
+            channel.send(sync.START, cgroup_paths=self.cgroup.paths(),
+                         cgroup_mode=_cgroup_mode())  # fmt: skip
+        except Exception:
+            _raise_pending_child_error(channel)
+            raise
         while True:
             msg = channel.recv()
             kind = msg["type"] if msg else None
@@ -184,6 +188,18 @@ class _Launch:
         if self.cgroup is not None:
             _kill_cgroup(self.cgroup)
             self.cgroup.destroy()
+
+
+def _raise_pending_child_error(channel: sync.Channel) -> None:
+    """The intermediate may join and unshare namespaces before START: if it
+    failed meanwhile, our EPIPE or ESRCH is only its consequence. Its ERROR is
+    written before it exits, so it is already readable if it is the cause."""
+    import select
+
+    if select.select([channel.rfd], [], [], 0)[0]:
+        msg = channel.recv()
+        if msg and msg["type"] == sync.ERROR:
+            raise sync.ChildError(msg["msg"], msg.get("errno", 0)) from None
 
 
 def _resources(config: dict) -> dict:

@@ -61,6 +61,20 @@ def run_create_container_hooks(ctx):
     hooks.run_hooks(ctx["config"], "createContainer", state)
 
 
+def import_what_runs_after_pivot(ctx):
+    """After pivot_root the host's Python library is out of reach: import now
+    every module (and load every C library) the init needs from then on."""
+    config = ctx["config"]
+    if config["process"].get("terminal"):
+        from capsa.runtime import console  # noqa: F401
+    if config.get("hooks", {}).get("startContainer"):
+        import subprocess  # noqa: F401
+    if _seccomp(ctx):
+        from capsa.runtime import seccomp
+
+        seccomp.preload()
+
+
 def enter_rootfs(ctx):
     if ctx["no_pivot"]:
         rootfs.move_root(ctx["rootfs"])
@@ -153,7 +167,7 @@ def report_ready(ctx):
 
 INIT_STEPS = [
     start_session, prepare_rootfs, request_runtime_hooks, run_create_container_hooks,
-    enter_rootfs, setup_console, set_sysctl, finish_rootfs, set_hostname,
+    import_what_runs_after_pivot, enter_rootfs, setup_console, set_sysctl, finish_rootfs, set_hostname,
     set_process_limits, apply_seccomp_privileged, drop_privileges, enter_cwd,
     set_no_new_privs, find_program, report_ready,
 ]  # fmt: skip

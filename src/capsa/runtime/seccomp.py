@@ -285,6 +285,13 @@ def _flags_by_hand(seccomp: dict) -> int:
     return flags
 
 
+def preload() -> None:
+    """Load libseccomp now, while the host's filesystem is still visible (the
+    init calls this before pivot_root and loads the filter after it)."""
+    if not scmp.available():
+        raise Unsupported("seccomp requested but libseccomp is not installed")
+
+
 def load(seccomp: dict) -> int | None:
     """Build the filter of a validated `linux.seccomp` and load it into this process.
 
