@@ -204,11 +204,12 @@ def close_extra_fds(ctx):
 
 
 def exec_program(ctx):
-    process.exec_process(ctx["config"]["process"])
+    process.exec_process(ctx["config"]["process"], ctx["executable"])
 
 
-START_STEPS = [wait_for_start, run_start_container_hooks, apply_seccomp_late,
-               close_extra_fds, exec_program]  # fmt: skip
+# After the filter is loaded only execve remains: anything else might be denied.
+START_STEPS = [wait_for_start, run_start_container_hooks, close_extra_fds,
+               apply_seccomp_late, exec_program]  # fmt: skip
 
 
 def _seccomp(ctx) -> dict | None:

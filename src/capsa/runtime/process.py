@@ -106,10 +106,10 @@ def reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
-def exec_process(process: dict) -> None:
-    """Replace the init with the container's program; never returns."""
+def exec_process(process: dict, executable: str) -> None:
+    """Replace the init with the container's program (found by find_executable
+    earlier, before seccomp could deny the lookup); never returns."""
     env = process.get("env", [])
-    executable = find_executable(process["args"][0], env)
     environ = dict(e.split("=", 1) for e in env)
     if "HOME" not in environ:
         environ["HOME"] = "/"
