@@ -170,3 +170,20 @@ def test_run_reports_a_kill_by_signal_as_128_plus_n(runtime, bundle):
         time.sleep(0.02)
     runtime("kill", "killed", "KILL")
     assert proc.wait(timeout=10) == 137
+
+
+def test_personality_linux32(run_container, bundle):
+    bundle.linux["personality"] = {"domain": "LINUX32"}
+    bundle.write()
+    _, out, _ = run_container("uname -m")
+    assert out.strip() in ("i686", "i386", "armv8l", "ppc", "s390")
+
+
+@pytest.mark.parametrize("new_keyring", [True, False])
+def test_session_keyring(runtime, bundle, new_keyring):
+    bundle.args("sleep", "10")
+    flags = [] if new_keyring else ["--no-new-keyring"]
+    runtime("create", *flags, "--bundle", str(bundle), "keys")
+    with open("/proc/keys") as f:
+        keys = f.read()
+    assert ("_ses.keys" in keys) == new_keyring

@@ -59,6 +59,18 @@ def setdomainname(name: str) -> None:
     check(libc.setdomainname(data, len(data)), "setdomainname")
 
 
+KEYCTL_JOIN_SESSION_KEYRING = 1
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219, "ppc64le": 280, "s390x": 280, "riscv64": 219}
+
+
+def join_session_keyring(name: str) -> int:
+    """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring called name."""
+    from capsa.linux._libc import syscall
+
+    number = _SYS_KEYCTL[os.uname().machine]
+    return syscall(number, KEYCTL_JOIN_SESSION_KEYRING, os.fsencode(name))
+
+
 def personality(persona: int) -> int:
     """personality(2): set the execution domain, e.g. PER_LINUX32."""
     return check(libc.personality(persona), "personality")

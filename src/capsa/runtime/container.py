@@ -107,6 +107,7 @@ class _Launch:
             "id": self.id, "config": self.config, "bundle": self.opts.bundle,
             "rootfs": self.rootfs, "fifo": fifo, "console_fd": console_fd,
             "no_pivot": self.opts.no_pivot, "preserve_fds": self.opts.preserve_fds,
+            "no_new_keyring": self.opts.no_new_keyring,
             "in_userns": any(n["type"] == "user" for n in linux.get("namespaces", [])),
         }  # fmt: skip
         parent, child = sync.Channel.pair()

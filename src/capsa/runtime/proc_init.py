@@ -19,6 +19,13 @@ EXIT_CANNOT_EXEC = 126
 
 def start_session(ctx):
     os.setsid()
+    if not ctx["no_new_keyring"]:
+        # Keys added in the container stay out of the host's session keyring.
+        try:
+            proc.join_session_keyring(f"_ses.{ctx['id']}")
+        except OSError as err:
+            if err.errno != 38:  # ENOSYS: a kernel without keyrings
+                raise
     # The host's /proc is still mounted here and resolves "self" in the
     # host's pid namespace: that is the pid hooks must be given.
     ctx["init_host_pid"] = int(os.readlink("/proc/self"))
@@ -112,6 +119,15 @@ def set_sysctl(ctx):
                           f"{os.strerror(err.errno)}") from None  # fmt: skip
 
 
+PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def set_personality(ctx):
+    persona = ctx["config"].get("linux", {}).get("personality")
+    if persona:
+        proc.personality(PERSONALITIES[persona["domain"]])
+
+
 def set_hostname(ctx):
     config = ctx["config"]
     if config.get("hostname"):
@@ -168,7 +184,7 @@ def report_ready(ctx):
 INIT_STEPS = [
     start_session, prepare_rootfs, request_runtime_hooks, run_create_container_hooks,
     import_what_runs_after_pivot, enter_rootfs, setup_console, set_sysctl, finish_rootfs, set_hostname,
-    set_process_limits, apply_seccomp_privileged, drop_privileges, enter_cwd,
+    set_personality, set_process_limits, apply_seccomp_privileged, drop_privileges, enter_cwd,
     set_no_new_privs, find_program, report_ready,
 ]  # fmt: skip
 

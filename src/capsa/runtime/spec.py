@@ -204,6 +204,10 @@ def _validate_linux(linux: dict, config: dict) -> None:
     for device in linux.get("devices", []):
         _need(os.path.isabs(device.get("path", "")), "device path must be absolute")
         _need(device.get("type") in ("c", "b", "u", "p"), f"device type of {device.get('path')}")
+    persona = linux.get("personality")
+    _need(persona is None or (isinstance(persona, dict) and
+                              persona.get("domain") in ("LINUX", "LINUX32")),
+          "personality.domain must be LINUX or LINUX32")  # fmt: skip
     propagation = linux.get("rootfsPropagation")
     _need(propagation in (None, "", "shared", "slave", "private", "unbindable",
                           "rshared", "rslave", "rprivate", "runbindable"),  # fmt: skip
