@@ -46,6 +46,20 @@ def loads(data: str | bytes):
     return value
 
 
-def dumps(value) -> str:
-    """Compact JSON, with non-ASCII escaped."""
+def dumps(value, indent: str | None = None) -> str:
+    """JSON with non-ASCII escaped: compact, or pretty with `indent` per level."""
+    if indent is None:
+        return "".join(_encode(value, 0))
+    return _pretty(value, indent, "")
+
+
+def _pretty(value, indent: str, prefix: str) -> str:
+    inner = prefix + indent
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{_encode(str(k), 0)[0]}: {_pretty(v, indent, inner)}"
+                 for k, v in value.items())  # fmt: skip
+        return "{\n" + ",\n".join(items) + f"\n{prefix}}}"
+    if isinstance(value, (list, tuple)) and value:
+        items = (inner + _pretty(v, indent, inner) for v in value)
+        return "[\n" + ",\n".join(items) + f"\n{prefix}]"
     return "".join(_encode(value, 0))

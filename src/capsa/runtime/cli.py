@@ -94,9 +94,7 @@ def cmd_spec(g, opts, args):
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise CapsaError(f"failed to write {path}: file exists, remove it first")
-    import json
-
-    data = json.dumps(spec.default(rootless=opts["rootless"]), indent="\t") + "\n"
+    data = fastjson.dumps(spec.default(rootless=opts["rootless"]), indent="\t") + "\n"
     state.write_atomic(path, data.encode(), 0o644)
 
 
@@ -124,9 +122,7 @@ def cmd_run(g, opts, args):
 
 
 def cmd_state(g, opts, args):
-    import json
-
-    print(json.dumps(state.load(g.root, args[0]).oci(), indent=2))
+    print(fastjson.dumps(state.load(g.root, args[0]).oci(), indent="  "))
 
 
 def cmd_kill(g, opts, args):
