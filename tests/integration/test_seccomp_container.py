@@ -1,5 +1,8 @@
 """linux.seccomp applied to a real container through libseccomp."""
 
+import os
+import time
+
 import pytest
 
 
@@ -73,3 +76,69 @@ def test_flags_are_accepted(run_container, bundle):
     bundle.write()
     _, out, _ = run_container("grep Seccomp: /proc/self/status")
     assert out.split() == ["Seccomp:", "2"]
+
+
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+
+
+def seccomp_agent(path, received: dict, stop) -> None:
+    """Receive the listener fd with its state, then answer every mkdir with EACCES."""
+    import fcntl
+    import json
+    import select
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        server.settimeout(20)
+        conn, _ = server.accept()
+        with conn:
+            data, fds, _, _ = socket.recv_fds(conn, 65536, 1)
+    received["state"] = json.loads(data)
+    listener = fds[0]
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    try:
+        while not stop.is_set():
+            if not poller.poll(100):
+                continue
+            notif = bytearray(80)
+            try:
+                fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_RECV, notif, True)
+            except OSError:
+                break
+            notif_id, _pid, _flags, nr = struct.unpack_from("=QIIi", notif)
+            received.setdefault("syscalls", []).append(nr)
+            resp = bytearray(struct.pack("=QqiI", notif_id, 0, -13, 0))
+            fcntl.ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, resp, True)
+    finally:
+        os.close(listener)
+
+
+def test_notify_sends_the_listener_to_the_agent(run_container, bundle, tmp_path):
+    import threading
+
+    path = tmp_path / "agent.sock"
+    received, stop = {}, threading.Event()
+    agent = threading.Thread(target=seccomp_agent, args=(path, received, stop))
+    agent.start()
+    try:
+        while not path.exists():
+            time.sleep(0.01)
+        bundle.linux["seccomp"] = profile(
+            listenerPath=str(path), listenerMetadata="meta",
+            syscalls=[{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}])  # fmt: skip
+        bundle.write()
+        code, out, err = run_container("mkdir /dev/shm/x || echo refused-by-agent")
+    finally:
+        stop.set()
+        agent.join()
+    assert out.split() == ["refused-by-agent"]
+    assert "Permission denied" in err
+    state = received["state"]
+    assert state["fds"] == ["seccompFd"] and state["metadata"] == "meta"
+    assert state["state"]["status"] == "creating" and state["state"]["id"].startswith("t")
+    assert received["syscalls"]

@@ -71,6 +71,16 @@ def join_session_keyring(name: str) -> int:
     return syscall(number, KEYCTL_JOIN_SESSION_KEYRING, os.fsencode(name))
 
 
+_SYS_PIDFD_GETFD = 438  # the same on every architecture (new syscall table)
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """A copy of another process's descriptor (it needs ptrace rights over it)."""
+    from capsa.linux._libc import syscall
+
+    return syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+
+
 def personality(persona: int) -> int:
     """personality(2): set the execution domain, e.g. PER_LINUX32."""
     return check(libc.personality(persona), "personality")

@@ -151,6 +151,10 @@ class _Launch:
                 hooks.run_hooks(self.config, "prestart", hook_state)
                 hooks.run_hooks(self.config, "createRuntime", hook_state)
                 channel.send(sync.HOOKS_DONE)
+            elif kind == sync.SECCOMP_FD:
+                send_seccomp_listener(self.config, self.id, self.opts.bundle, self.init_pid,
+                                      msg["fd"])  # fmt: skip
+                channel.send(sync.SECCOMP_FD_DONE)
             elif kind == sync.READY:
                 return
             elif kind == sync.ERROR:
@@ -201,6 +205,39 @@ def _raise_pending_child_error(channel: sync.Channel) -> None:
         msg = channel.recv()
         if msg and msg["type"] == sync.ERROR:
             raise sync.ChildError(msg["msg"], msg.get("errno", 0)) from None
+
+
+def send_seccomp_listener(config: dict, container_id: str, bundle: str, pid: int,
+                          fd_in_init: int) -> None:  # fmt: skip
+    """Hand the init's seccomp notify fd to the agent at listenerPath, with the
+    runtime-spec's container process state, as runc does."""
+    import _socket
+    import struct
+
+    from capsa import fastjson
+
+    seccomp = config["linux"]["seccomp"]
+    pidfd = os.pidfd_open(pid)
+    try:
+        listener = proc.pidfd_getfd(pidfd, fd_in_init)
+    finally:
+        os.close(pidfd)
+    message = {
+        "ociVersion": config.get("ociVersion", spec.OCI_VERSION), "fds": ["seccompFd"],
+        "pid": pid, "metadata": seccomp.get("listenerMetadata", ""),
+        "state": hooks.hook_state(config, container_id, "creating", pid, bundle),
+    }  # fmt: skip
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(seccomp["listenerPath"])
+        sock.sendmsg([fastjson.dumps(message).encode()],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", listener))])  # fmt: skip
+    except OSError as err:
+        raise OSError(err.errno, f"failed to send the seccomp listener to "
+                      f"{seccomp['listenerPath']}: {os.strerror(err.errno)}") from None  # fmt: skip
+    finally:
+        sock.close()
+        os.close(listener)
 
 
 def _resources(config: dict) -> dict:

@@ -143,8 +143,10 @@ def set_process_limits(ctx):
 
 
 def apply_seccomp_privileged(ctx):
-    """Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it now."""
-    if _seccomp(ctx) and not ctx["config"]["process"].get("noNewPrivileges"):
+    """Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it now.
+    So does a filter with a listener: its fd must reach `create` before READY."""
+    if _seccomp(ctx) and (not ctx["config"]["process"].get("noNewPrivileges")
+                          or _uses_notify(ctx)):  # fmt: skip
         _load_seccomp(ctx)
 
 
@@ -205,7 +207,7 @@ def run_start_container_hooks(ctx):
 
 def apply_seccomp_late(ctx):
     """With no_new_privs the filter goes on last, so few syscalls run under it."""
-    if _seccomp(ctx) and ctx["config"]["process"].get("noNewPrivileges"):
+    if _seccomp(ctx) and not ctx.get("seccomp_loaded"):
         _load_seccomp(ctx)
 
 
@@ -232,10 +234,21 @@ def _seccomp(ctx) -> dict | None:
     return ctx["config"].get("linux", {}).get("seccomp")
 
 
+def _uses_notify(ctx) -> bool:
+    from capsa.runtime import seccomp
+
+    return seccomp.uses_notify(_seccomp(ctx))
+
+
 def _load_seccomp(ctx):
     from capsa.runtime import seccomp
 
-    seccomp.load(_seccomp(ctx))
+    listener = seccomp.load(_seccomp(ctx))
+    ctx["seccomp_loaded"] = True
+    if listener is not None:
+        ctx["channel"].send(sync.SECCOMP_FD, fd=listener)
+        ctx["channel"].expect(sync.SECCOMP_FD_DONE)
+        os.close(listener)
 
 
 def run(ctx: dict, channel: sync.Channel) -> None:

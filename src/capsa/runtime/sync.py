@@ -8,6 +8,8 @@ per line. Every exchange is a named pair, handled at one wait point:
  USERNS_MAP_REQUEST {pid} -->           write uid_map/gid_map  <-- USERNS_MAPPED
  INIT_PID {pid} -->                     record the init's host pid
  HOOKS -->                              prestart + createRuntime hooks  <-- HOOKS_DONE
+ SECCOMP_FD {fd} -->                    copy the init's seccomp listener fd (pidfd_getfd),
+                                        send it to linux.seccomp.listenerPath  <-- SECCOMP_FD_DONE
  READY -->                              save state "created", write --pid-file
  ERROR {msg, errno} -->                 raise the child's error at the wait point
 
@@ -27,6 +29,8 @@ USERNS_MAPPED = "USERNS_MAPPED"
 INIT_PID = "INIT_PID"
 HOOKS = "HOOKS"
 HOOKS_DONE = "HOOKS_DONE"
+SECCOMP_FD = "SECCOMP_FD"
+SECCOMP_FD_DONE = "SECCOMP_FD_DONE"
 READY = "READY"
 ERROR = "ERROR"
 
