@@ -262,6 +262,22 @@ def test_commands_leave_no_child_holding_their_stdout(runtime, bundle, tmp_path)
     runtime("delete", "c1", timeout=10)
 
 
+def test_a_failed_create_leaves_no_child_holding_its_stdout(runtime, bundle):
+    """The init existed (it failed looking for the program): it must be gone."""
+    bundle.args("no-such-program")
+    began = time.monotonic()
+    result = runtime("create", "--bundle", str(bundle), "c1", check=False, timeout=10,
+                     stdin=subprocess.DEVNULL)  # fmt: skip
+    assert result.returncode != 0 and time.monotonic() - began < 5
+    assert runtime.ids() == []
+
+
+def test_run_passes_its_stdin_to_the_container(runtime, bundle):
+    bundle.args("sh", "-c", "read a; read b; echo \"$b $a\"")
+    result = runtime("run", "--bundle", str(bundle), "r1", input=b"one\ntwo\n")
+    assert result.stdout == b"two one\n"
+
+
 def test_state_has_exactly_the_spec_fields(runtime, bundle, tmp_path):
     bundle.config["annotations"] = {"org.example.key": "value", "other": ""}
     bundle.args("sleep", "30")
@@ -499,6 +515,35 @@ def test_delete_force_kills_and_removes_everything(runtime, bundle, tmp_path):
     assert not any(os.path.isdir(d) for d in dirs)
     result = runtime("state", "c1", check=False)
     assert result.returncode != 0
+
+
+def test_a_killed_create_leaves_nothing_delete_cannot_remove(runtime, bundle, tmp_path):
+    """create is killed while a createRuntime hook holds it (cgroup made,
+    init forked): the container is `creating` while create lives, then
+    stopped, and delete removes its cgroup (the leak check sees it)."""
+    marker, gate = tmp_path / "hook-ran", tmp_path / "gate"
+    os.mkfifo(gate)
+    bundle.config["hooks"] = {"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; read x < {gate}"]}]}
+    bundle.args("true")
+    creator = subprocess.Popen(runtime.command + ["--root", runtime.root, "create", "--bundle",
+                                                  str(bundle), "c1"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for(marker.exists, what="the hook to run")
+        state = runtime.state("c1")
+        assert state["status"] == "creating" and state["bundle"] == str(bundle)
+        result = runtime("delete", "c1", check=False)
+        assert result.returncode != 0 and b"creating" in result.stderr
+    finally:
+        creator.kill()
+        creator.wait()
+        with open(gate, "w") as f:  # let the orphaned hook go
+            f.write("\n")
+    assert status(runtime, "c1") == "stopped"
+    runtime("delete", "c1")
+    assert runtime.ids() == []
 
 
 def test_delete_f_is_force(runtime, bundle):
@@ -764,13 +809,13 @@ def _session_keyrings() -> str:
         return "".join(line for line in f if " _ses." in line)
 
 
-@pytest.mark.xfail(strict=True, reason="proc_init never joins a new session keyring "
-                   "(runc: keyctl JOIN_SESSION_KEYRING '_ses.<id>' unless --no-new-keyring)")
-def test_create_gives_the_container_its_own_session_keyring(runtime, bundle):
+@pytest.mark.parametrize("flags, joined", [((), True), (("--no-new-keyring",), False)])
+def test_create_gives_the_container_its_own_session_keyring(runtime, bundle, flags, joined):
+    """As runc: a keyring named _ses.<id>, unless --no-new-keyring."""
     bundle.args("true")
     container_id = f"k{os.getpid()}-{time.monotonic_ns()}"  # keyrings outlive containers
-    create(runtime, bundle, container_id)
-    assert f" _ses.{container_id}:" in _session_keyrings()
+    create(runtime, bundle, container_id, *flags)
+    assert (f" _ses.{container_id}:" in _session_keyrings()) is joined
 
 
 def test_run_with_a_terminal_relays_it(runtime, bundle):
@@ -797,3 +842,14 @@ def test_sigterm_stops_a_created_container_as_with_runc(runtime, bundle):
     create(runtime, bundle, "c1")
     runtime("kill", "c1", "TERM")
     wait_status(runtime, "c1", "stopped", timeout=2)
+
+
+def test_a_bare_state_directory_is_creating_until_forced(runtime):
+    """A directory with no state.json yet (create between mkdir and its first write)."""
+    os.makedirs(os.path.join(runtime.root, "c1"))
+    assert runtime.state("c1")["status"] == "creating"
+    assert runtime.state("c1")["pid"] == 0
+    assert runtime("delete", "c1", check=False).returncode != 0
+    assert runtime.ids() == ["c1"]
+    runtime("delete", "--force", "c1")
+    assert runtime.ids() == []

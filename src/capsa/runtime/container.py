@@ -9,6 +9,7 @@ command reads state.json and acts on the facts it names.
 import os
 import time
 
+from capsa import fastjson
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from capsa.linux import proc
 from capsa.runtime import hooks, spec, state, sync
@@ -98,6 +99,7 @@ class _Launch:
         # a user namespace is another host uid: make it the owner.
         os.chown(fifo, _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings"))
         self.cgroup = cgroups.new_manager(linux.get("cgroupsPath"), self.id)
+        self.record_creating()
         console_fd = self.opts.console_fd
         if self.opts.console_socket:
             from capsa.runtime import console
@@ -131,9 +133,11 @@ class _Launch:
         """Answer the children until the init reports READY."""
         try:
             self.cgroup.apply(self.inter_pid)
-            self.cgroup.set(_resources(self.config))
             channel.send(sync.START, cgroup_paths=self.cgroup.paths(),
                          cgroup_mode=_cgroup_mode())  # fmt: skip
+            # Limits bind the program, which starts only after READY: set
+            # them while the init prepares its rootfs.
+            self.cgroup.set(_resources(self.config))
         except Exception:
             _raise_pending_child_error(channel)
             raise
@@ -161,6 +165,16 @@ class _Launch:
                 raise sync.ChildError(msg["msg"], msg.get("errno", 0))
             else:
                 raise sync.ChildError("container init exited before it was ready")
+
+    def record_creating(self) -> None:
+        """Name the cgroup before anything is put in it: if this process is
+        killed mid-way, `delete` still finds what it must remove."""
+        me = os.getpid()
+        data = {"id": self.id, "bundle": self.opts.bundle, "rootfs": self.rootfs,
+                "config": self.config, "cgroup_paths": self.cgroup.paths(),
+                "creator": me, "creator_start": proc.start_time(me)}  # fmt: skip
+        state.write_atomic(os.path.join(self.dir, state.STATE_FILE),
+                           fastjson.dumps(data).encode(), sync=False)  # fmt: skip
 
     def save(self) -> State:
         started = proc.start_time(self.init_pid)
@@ -354,13 +368,14 @@ def delete(root: str, container_id: str, force: bool, warn) -> None:
             return
         raise
     status = st.status()
-    if status in ("running", "paused") and not force:
+    if status in ("running", "paused", "creating") and not force:
         raise FailedPrecondition(f"cannot delete container {container_id} that is not "
                                  f"stopped: {status}")  # fmt: skip
     if st.data.get("cgroup_paths"):
         cgroup = st.cgroup()
-        if status != "stopped" or _shares_pid_namespace(st.config):
-            if status != "stopped":
+        # What a killed `create` left has no init to wait for, only a cgroup.
+        if status != "stopped" or st.creating() or _shares_pid_namespace(st.config):
+            if status != "stopped" and not st.creating():
                 _signal_quietly(st)
             _kill_cgroup(cgroup)
             if status == "paused":

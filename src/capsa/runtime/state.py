@@ -53,8 +53,18 @@ class State:
     def alive(self) -> bool:
         return is_alive(self.pid, self.data.get("start_time", -1))
 
+    def creating(self) -> bool:
+        """state.json is missing or still the record `create` writes before
+        it forks (no init pid yet)."""
+        return "pid" not in self.data
+
     def status(self) -> str:
-        if not self.data:
+        if self.creating():
+            # A `create` that was killed will never finish: what it left
+            # behind is stopped, and `delete` may remove it.
+            creator = self.data.get("creator")
+            if creator and not is_alive(creator, self.data.get("creator_start", -1)):
+                return "stopped"
             return "creating"
         if not self.alive():
             return "stopped"
@@ -113,13 +123,15 @@ def list_ids(root: str) -> list[str]:
         return []
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write data to path so that a crash leaves the old file or the new one."""
+def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
+    """Write data to path so that a crash leaves the old file or the new one.
+    sync=False guards against a crash of this process only, not of the machine."""
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
