@@ -37,7 +37,8 @@ def test_defaults_when_no_flag_is_given():
 
 
 @pytest.mark.parametrize("argv", [["--bundle", "/b", "c1"], ["-bundle", "/b", "c1"],
-                                  ["--bundle=/b", "c1"], ["-b", "/b", "c1"], ["-b=/b", "c1"]])  # fmt: skip
+                                  ["--bundle=/b", "c1"], ["-b", "/b", "c1"],
+                                  ["-b=/b", "c1"]])  # fmt: skip
 def test_a_value_flag_in_every_go_spelling(argv):
     opts, args = parse(*argv)
     assert opts["bundle"] == "/b" and args == ["c1"]
@@ -54,7 +55,8 @@ def test_a_value_keeps_its_equals_signs():
 
 @pytest.mark.parametrize("token, expected", [("--force", True), ("-f", True),
                                              ("--force=true", True), ("--force=false", False),
-                                             ("--force=0", False), ("--force=1", True)])  # fmt: skip
+                                             ("--force=0", False),
+                                             ("--force=1", True)])  # fmt: skip
 def test_boolean_flags(token, expected):
     assert parse(token, "c1")[0]["force"] is expected
 
@@ -150,7 +152,8 @@ def test_realtime_signals():
 
 @pytest.mark.parametrize("raw", ["FOO", "SIGFOO", "65", "99", "-9", "", "SIG", "SIG_IGN",
                                  "SIG_DFL", "SIG_BLOCK", "NSIG", "RTMIN+99", "RTMAX-99",
-                                 "RTMIN+", "RTMIN+x", "RTMIN+٣", "9x", "٩", " 9", "KILL "])  # fmt: skip
+                                 "RTMIN+", "RTMIN+x", "RTMIN+٣", "9x", "٩", " 9",
+                                 "KILL "])  # fmt: skip
 def test_unknown_signals_are_refused(raw):
     with pytest.raises(InvalidArgument):
         parse_signal(raw)

@@ -7,6 +7,7 @@ error goes back to `create` over the sync channel; after it, `create` has
 returned, so the error goes to the container's stderr.
 """
 
+import _signal
 import os
 
 from capsa.linux import mount as m
@@ -17,7 +18,16 @@ EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXEC = 126
 
 
+def exit_on_signal(signum, _frame):
+    os._exit(128 + signum)
+
+
 def start_session(ctx):
+    # As pid 1 of its namespace the init ignores every signal it has no
+    # handler for; until it execs, TERM and the like must still end it.
+    for signum in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
+                   _signal.SIGUSR1, _signal.SIGUSR2):  # fmt: skip
+        _signal.signal(signum, exit_on_signal)
     os.setsid()
     if not ctx["no_new_keyring"]:
         # Keys added in the container stay out of the host's session keyring.
