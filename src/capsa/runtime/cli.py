@@ -130,6 +130,23 @@ def cmd_kill(g, opts, args):
     container.kill(g.root, args[0], signum, opts["all"])
 
 
+def cmd_exec(g, opts, args):
+    from capsa.runtime import enter
+
+    if not opts["process"] and len(args) < 2:
+        raise InvalidArgument("exec: expected <container-id> <command> [args...] or --process")
+    request = enter.Request(
+        args=args[1:], process_file=opts["process"], tty=opts["tty"], env=opts["env"],
+        cwd=opts["cwd"], user=opts["user"], additional_gids=opts["additional_gids"],
+        caps=opts["cap"], no_new_privs=opts["no_new_privs"], apparmor=opts["apparmor"],
+        process_label=opts["process_label"], detach=opts["detach"], pid_file=opts["pid_file"],
+        console_socket=opts["console_socket"],
+        preserve_fds=_int_flag(opts["preserve_fds"] or 0, "preserve-fds"),
+        cgroup=opts["cgroup"], ignore_paused=opts["ignore_paused"],
+    )  # fmt: skip
+    return enter.exec_in(g.root, args[0], request, g.log.warn)
+
+
 def cmd_delete(g, opts, args):
     container.delete(g.root, args[0], opts["force"], g.log.warn)
 
@@ -198,6 +215,25 @@ _CREATE_FLAGS = [
     Flag("preserve-fds", value=True, default=0, help="pass N extra fds (from 3) to the init"),
 ]
 
+_EXEC_FLAGS = [
+    Flag("process", "p", value=True, help="a process.json (as config.json's process) to run"),
+    Flag("tty", "t", help="allocate a pseudo-TTY"),
+    Flag("env", "e", value=True, default=[], help="set an environment variable (repeatable)"),
+    Flag("cwd", value=True, help="working directory in the container"),
+    Flag("user", "u", value=True, help="uid[:gid] to run as"),
+    Flag("additional-gids", "g", value=True, default=[], help="an extra group (repeatable)"),
+    Flag("cap", "c", value=True, default=[], help="add a capability (repeatable)"),
+    Flag("no-new-privs", help="set no_new_privs for the process"),
+    Flag("apparmor", value=True, help="AppArmor profile for the process"),
+    Flag("process-label", value=True, help="SELinux label for the process"),
+    Flag("detach", "d", help="do not wait for the process"),
+    Flag("pid-file", value=True, help="file to write the process's host pid to"),
+    Flag("console-socket", value=True, help="unix socket to receive the pty master on"),
+    Flag("preserve-fds", value=True, default=0, help="pass N extra fds (from 3)"),
+    Flag("cgroup", value=True, help="run in this sub-cgroup of the container's"),
+    Flag("ignore-paused", help="allow exec in a paused container"),
+]
+
 COMMANDS = {c.name: c for c in [
     Command("spec", "create a new specification file (config.json)", "",
             [Flag("bundle", "b", value=True, help="directory to write config.json in"),
@@ -209,6 +245,8 @@ COMMANDS = {c.name: c for c in [
     Command("run", "create and start a container, wait for it and delete it",
             "<container-id>", _CREATE_FLAGS + [Flag("detach", "d", help="do not wait")],
             cmd_run, (1, 1)),
+    Command("exec", "run a process in a running container",
+            "<container-id> <command> [args...]", _EXEC_FLAGS, cmd_exec, (1, 1 << 20)),
     Command("state", "print the state of a container as JSON", "<container-id>", [],
             cmd_state, (1, 1)),
     Command("kill", "send a signal (default SIGTERM) to the container's init",
