@@ -11,7 +11,7 @@ import sys
 
 from capsa import fastjson
 from capsa.errors import CapsaError, InvalidArgument
-from capsa.runtime import container, state
+from capsa.runtime import container, spec, state
 from capsa.runtime.log import Log
 
 VERSION = "0.1.0"
@@ -141,7 +141,7 @@ def cmd_exec(g, opts, args):
         caps=opts["cap"], no_new_privs=opts["no_new_privs"], apparmor=opts["apparmor"],
         process_label=opts["process_label"], detach=opts["detach"], pid_file=opts["pid_file"],
         console_socket=opts["console_socket"],
-        preserve_fds=_int_flag(opts["preserve_fds"] or 0, "preserve-fds"),
+        preserve_fds=_count_flag(opts["preserve_fds"], "preserve-fds"),
         cgroup=opts["cgroup"], ignore_paused=opts["ignore_paused"],
     )  # fmt: skip
     return enter.exec_in(g.root, args[0], request, g.log.warn)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         gopts, rest = parse_flags(argv, GLOBAL_FLAGS)
         g = Globals(gopts)
         if gopts["version"]:
-            print(f"capsa-runtime version {VERSION}\nspec: 1.2.0")
+            print(f"capsa-runtime version {VERSION}\nspec: {spec.OCI_VERSION}")
             return 0
         if gopts["help"] or not rest or rest[0] == "help":
             print(usage())

@@ -46,16 +46,18 @@ def recv_fd(sock) -> int:
     raise OSError(71, "no file descriptor received on the console socket")
 
 
-def setup_in_container(console_fd: int) -> None:
-    """In the init, after pivot_root: pty, /dev/console, stdio, controlling tty."""
+def setup_in_container(console_fd: int, console_device: bool = True) -> None:
+    """Inside the container (the init after pivot_root, or an exec'd process):
+    a pty, /dev/console for the init, stdio, controlling tty."""
     master, slave_path = tty.open_pty("/dev/ptmx")
     try:
         send_fd(console_fd, master, slave_path)
     finally:
         os.close(master)
-    if not os.path.exists("/dev/console"):
-        os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-    m.mount(slave_path, "/dev/console", None, m.MS_BIND)
+    if console_device:
+        if not os.path.exists("/dev/console"):
+            os.close(os.open("/dev/console", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        m.mount(slave_path, "/dev/console", None, m.MS_BIND)
     slave = os.open(slave_path, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(slave, fd)

@@ -34,8 +34,10 @@ class Options:
     """The flags of `create` (and `run`)."""
 
     def __init__(self, bundle=".", pid_file=None, console_socket=None, no_pivot=False,
-                 no_new_keyring=False, preserve_fds=0, console_fd=None, config=None):  # fmt: skip
+                 no_new_keyring=False, preserve_fds=0, console_fd=None, config=None,
+                 systemd_cgroup=False):  # fmt: skip
         self.bundle = os.path.abspath(bundle)
+        self.systemd_cgroup = systemd_cgroup  # the global --systemd-cgroup
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
@@ -48,7 +50,15 @@ class Options:
 def create(root: str, container_id: str, opts: Options) -> State:
     """Create the container and leave its init waiting for `start`."""
     state.check_id(container_id)
-    config = opts.config or spec.load(opts.bundle)
+    if opts.systemd_cgroup:
+        from capsa.runtime.cgroups import systemd
+
+        if not systemd.booted():  # before anything is read or made
+            raise FailedPrecondition(systemd.NOT_SYSTEMD)
+    config = opts.config or spec.load(opts.bundle, opts.systemd_cgroup)
+    cgroups_path = config.get("linux", {}).get("cgroupsPath")
+    if opts.systemd_cgroup:
+        cgroups_path = systemd.cgroup_path(cgroups_path, container_id)
     rootfs = _rootfs_path(config, opts.bundle)
     if config["process"].get("terminal") and opts.console_socket is None and opts.console_fd is None:
         raise FailedPrecondition("cannot allocate a tty without --console-socket")
@@ -62,7 +72,7 @@ def create(root: str, container_id: str, opts: Options) -> State:
         os.mkdir(directory, 0o711)
     except FileExistsError:
         raise AlreadyExists(f"container {container_id} already exists") from None
-    launch = _Launch(root, container_id, config, rootfs, opts)
+    launch = _Launch(root, container_id, config, rootfs, opts, cgroups_path)
     try:
         return launch.run()
     except BaseException:
@@ -81,9 +91,10 @@ def _rootfs_path(config: dict, bundle: str) -> str:
 class _Launch:
     """One run of the create protocol, with what must be undone on failure."""
 
-    def __init__(self, root, container_id, config, rootfs, opts):
+    def __init__(self, root, container_id, config, rootfs, opts, cgroups_path):
         self.root, self.id, self.config, self.rootfs, self.opts = (
             root, container_id, config, rootfs, opts)  # fmt: skip
+        self.cgroups_path = cgroups_path
         self.dir = os.path.join(root, container_id)
         self.inter_pid = self.init_pid = 0
         self.cgroup = None
@@ -98,7 +109,7 @@ class _Launch:
         # The init opens it after dropping to the container's root, which in
         # a user namespace is another host uid: make it the owner.
         os.chown(fifo, _host_id(linux, "uidMappings"), _host_id(linux, "gidMappings"))
-        self.cgroup = cgroups.new_manager(linux.get("cgroupsPath"), self.id)
+        self.cgroup = cgroups.new_manager(self.cgroups_path, self.id)
         self.record_creating()
         console_fd = self.opts.console_fd
         if self.opts.console_socket:
@@ -292,10 +303,11 @@ def write_id_maps(pid: int, linux: dict) -> None:
 def start(root: str, container_id: str, warn) -> None:
     """Let the created init exec the program: read the exec fifo."""
     st = state.load(root, container_id)
-    status = st.status()
-    if status != "created":
-        raise FailedPrecondition(f"cannot start container {container_id}: it is {status}")
     fifo = os.path.join(st.dir, FIFO)
+    # The cheap facts of "created" first: the full status reads the freezer,
+    # which costs start the import of the cgroup drivers.
+    if st.creating() or not os.path.exists(fifo) or not st.alive():
+        raise FailedPrecondition(f"cannot start container {container_id}: it is {st.status()}")
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         _await_init(fd, st)
@@ -308,8 +320,9 @@ def start(root: str, container_id: str, warn) -> None:
 
 def _await_init(fd: int, st: State) -> None:
     """The init is blocked opening the fifo for writing; our open released it."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    begun = time.monotonic()
+    checked_frozen = False
+    while time.monotonic() < begun + 10:
         try:
             if os.read(fd, 1):
                 return
@@ -317,6 +330,12 @@ def _await_init(fd: int, st: State) -> None:
             pass
         if not st.alive():
             raise FailedPrecondition(f"container {st.id} init exited before start")
+        # A paused init cannot answer; say so rather than time out (checked
+        # late, so a prompt start never pays for reading the freezer).
+        if not checked_frozen and time.monotonic() > begun + 0.1:
+            checked_frozen = True
+            if st.data.get("cgroup_paths") and st.cgroup().frozen():
+                raise FailedPrecondition(f"cannot start container {st.id}: it is paused")
         time.sleep(0.0005)
     raise FailedPrecondition(f"container {st.id} init did not answer start")
 
@@ -332,6 +351,35 @@ def kill(root: str, container_id: str, signum: int, all_processes: bool = False)
         _signal_init(st, signum)
     if status == "paused" and signum == 9:
         st.cgroup().thaw()  # a frozen task only dies once thawed
+
+
+def pause(root: str, container_id: str) -> None:
+    """Freeze every process of a running (or created) container."""
+    st = state.load(root, container_id)
+    status = st.status()
+    if status not in ("running", "created"):
+        detail = "already paused" if status == "paused" else f"not running ({status})"
+        raise FailedPrecondition(f"failed to pause container {container_id}: it is {detail}")
+    st.cgroup().freeze()
+
+
+def resume(root: str, container_id: str) -> None:
+    """Thaw a paused container."""
+    st = state.load(root, container_id)
+    status = st.status()
+    if status != "paused":
+        raise FailedPrecondition(f"failed to resume container {container_id}: it is not "
+                                 f"paused ({status})")  # fmt: skip
+    st.cgroup().thaw()
+
+
+def processes(root: str, container_id: str) -> list[int]:
+    """The host pids in the container's cgroup (runc's `ps --format json`):
+    none once it has stopped, as with runc, which is not an error."""
+    st = state.load(root, container_id)
+    if not st.data.get("cgroup_paths"):
+        return []
+    return st.cgroup().pids()
 
 
 def _signal_init(st: State, signum: int) -> None:

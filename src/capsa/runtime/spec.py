@@ -96,7 +96,7 @@ def _make_rootless(config: dict) -> None:
     config["mounts"] = mounts
 
 
-def load(bundle: str) -> dict:
+def load(bundle: str, systemd_cgroup: bool = False) -> dict:
     """Read and validate <bundle>/config.json."""
     path = os.path.join(bundle, "config.json")
     try:
@@ -106,7 +106,7 @@ def load(bundle: str) -> dict:
         raise NotFound(f"failed to load {path}: no such file") from None
     except (OSError, ValueError) as err:
         raise InvalidArgument(f"failed to load {path}: {err}") from None
-    validate(config)
+    validate(config, systemd_cgroup)
     return config
 
 
@@ -115,8 +115,9 @@ def _need(cond, msg: str) -> None:
         raise InvalidArgument(f"invalid config.json: {msg}")
 
 
-def validate(config: dict) -> None:
-    """Raise InvalidArgument naming the first field that is wrong."""
+def validate(config: dict, systemd_cgroup: bool = False) -> None:
+    """Raise InvalidArgument naming the first field that is wrong. A systemd
+    cgroupsPath (slice:prefix:name) is only valid with --systemd-cgroup."""
     _need(isinstance(config, dict), "not a JSON object")
     _need(isinstance(config.get("ociVersion"), str), "ociVersion must be a string")
     root = config.get("root")
@@ -140,6 +141,12 @@ def validate(config: dict) -> None:
             _need(isinstance(hook, dict) and os.path.isabs(hook.get("path", "")),
                   f"{kind} hook path must be absolute")  # fmt: skip
     _validate_linux(config.get("linux", {}), config)
+
+
+def validate_process(process: dict) -> None:
+    """Check a process object (config.json's, or exec's --process)."""
+    _need(isinstance(process, dict), "process must be an object")
+    _validate_process(process)
 
 
 def _validate_process(process: dict) -> None:
@@ -181,7 +188,7 @@ def _apparmor_enabled() -> bool:
         return False
 
 
-def _validate_linux(linux: dict, config: dict) -> None:
+def _validate_linux(linux: dict, config: dict, systemd_cgroup: bool = False) -> None:
     from capsa.linux.ns import NAMESPACES
 
     _need(isinstance(linux, dict), "linux must be an object")
@@ -214,7 +221,8 @@ def _validate_linux(linux: dict, config: dict) -> None:
           f"unknown rootfsPropagation {propagation}")
     cgroups_path = linux.get("cgroupsPath")
     _need(cgroups_path is None or isinstance(cgroups_path, str), "cgroupsPath must be a string")
-    _need(not (cgroups_path and ":" in cgroups_path and not cgroups_path.startswith("/")),
+    _need(systemd_cgroup or not (cgroups_path and ":" in cgroups_path
+                                 and not cgroups_path.startswith("/")),
           "systemd cgroupsPath (slice:prefix:name) needs --systemd-cgroup")  # fmt: skip
     if linux.get("resources"):
         from capsa.runtime.cgroups import validate_resources

@@ -3,7 +3,7 @@
 state.json is written once the container is created (temp file + fsync +
 rename); status is never stored but derived when asked: the init is alive
 (pid plus start time, so a reused pid is not mistaken for it), the exec fifo
-is present (created), the freezer says frozen (paused).
+is present (created), the freezer says frozen (paused, whatever the fifo says).
 """
 
 import os
@@ -68,10 +68,11 @@ class State:
             return "creating"
         if not self.alive():
             return "stopped"
-        if os.path.exists(os.path.join(self.dir, FIFO)):
-            return "created"
+        # Frozen wins over the fifo, as in runc: a created container can be paused too.
         if self.data.get("cgroup_paths") and self.cgroup().frozen():
             return "paused"
+        if os.path.exists(os.path.join(self.dir, FIFO)):
+            return "created"
         return "running"
 
     def cgroup(self):

@@ -11,6 +11,8 @@ per line. Every exchange is a named pair, handled at one wait point:
  SECCOMP_FD {fd} -->                    copy the init's seccomp listener fd (pidfd_getfd),
                                         send it to linux.seccomp.listenerPath  <-- SECCOMP_FD_DONE
  READY -->                              save state "created", write --pid-file
+ EXEC_PID {pid} -->  (exec)             the final process's host pid; the pipe then
+                                        closes on its execve, or ERROR comes
  ERROR {msg, errno} -->                 raise the child's error at the wait point
 
 After READY the init closes its ends and blocks on the exec fifo until
@@ -32,6 +34,7 @@ HOOKS_DONE = "HOOKS_DONE"
 SECCOMP_FD = "SECCOMP_FD"
 SECCOMP_FD_DONE = "SECCOMP_FD_DONE"
 READY = "READY"
+EXEC_PID = "EXEC_PID"
 ERROR = "ERROR"
 
 
