@@ -88,9 +88,10 @@ class Runtime:
         return result
 
     def argv(self, *args) -> list[str]:
-        """The command line; create and run go under a subreaper (see subreaper.py)."""
+        """The command line; what may leave a container process behind (create,
+        run, exec) goes under a subreaper (see subreaper.py)."""
         argv = self.command + ["--root", self.root, *args]
-        if args and args[0] in ("create", "run"):
+        if args and args[0] in ("create", "run", "exec"):
             argv = [sys.executable, SUBREAPER] + argv
         return argv
 
