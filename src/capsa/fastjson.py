@@ -31,7 +31,8 @@ _WHITESPACE = " \t\n\r"
 def loads(data: str | bytes):
     """Parse one JSON document."""
     if isinstance(data, (bytes, bytearray)):
-        data = data.decode("utf-8-sig")
+        # "utf-8-sig" would import one more codec module; drop a BOM by hand.
+        data = bytes(data[3:] if data[:3] == b"\xef\xbb\xbf" else data).decode()
     start = len(data) - len(data.lstrip(_WHITESPACE))
     try:
         value, end = _scan(data, start)

@@ -229,6 +229,16 @@ def read_keyed(directory: str, name: str) -> dict[str, int]:
     return out
 
 
+def parse_cpu_list(text: str | None) -> list[int]:
+    """A cpuset list such as "0-3,8" as [0, 1, 2, 3, 8]."""
+    numbers = []
+    for part in (text or "").strip().split(","):
+        low, dash, high = part.strip().partition("-")
+        if low.isdigit() and (not dash or high.isdigit()):
+            numbers.extend(range(int(low), int(high if dash else low) + 1))
+    return numbers
+
+
 def memory_entry(usage: int = 0, max: int = 0, limit: int = 0, failcnt: int = 0) -> dict:
     """One runc MemoryEntry (usage, max usage, limit, failcnt) in bytes."""
     return {"usage": usage, "max": max, "limit": limit, "failcnt": failcnt}

@@ -20,7 +20,7 @@ import time
 from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, Unsupported
 from capsa.runtime.cgroups import (
     CgroupManager, cause, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry,
-    own_cgroups, read_file, read_int, read_keyed, read_optional, remove_cgroup,
+    own_cgroups, parse_cpu_list, read_file, read_int, read_keyed, read_optional, remove_cgroup,
     validate_resources, write_file,
 )
 from capsa.runtime.cgroups import v2
@@ -92,6 +92,17 @@ class CpusetGroup(Subsystem):
         cpu = _section(resources, "cpu")
         _set(directory, "cpuset.cpus", cpu.get("cpus"))
         _set(directory, "cpuset.mems", cpu.get("mems"))
+
+    _FLAGS = ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate",
+              "memory_spread_page", "memory_spread_slab", "memory_pressure",
+              "sched_load_balance", "sched_relax_domain_level")
+
+    def stats(self, directory, out):
+        cpuset = {"cpus": parse_cpu_list(read_optional(directory, "cpuset.cpus")),
+                  "mems": parse_cpu_list(read_optional(directory, "cpuset.mems"))}
+        for name in self._FLAGS:
+            cpuset[name] = read_int(directory, f"cpuset.{name}")
+        out["cpuset"] = cpuset
 
 
 class DevicesGroup(Subsystem):

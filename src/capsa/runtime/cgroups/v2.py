@@ -18,7 +18,8 @@ import time
 from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, NotFound, Unsupported
 from capsa.runtime.cgroups import (
     CgroupManager, empty_stats, join_cgroup, list_pids, make_dirs, memory_entry, own_cgroups,
-    read_int, read_keyed, read_optional, remove_cgroup, validate_resources, write_file,
+    parse_cpu_list, read_int, read_keyed, read_optional, remove_cgroup, validate_resources,
+    write_file,
 )
 
 UNLIMITED = 2**64 - 1
@@ -381,6 +382,10 @@ class V2Manager(CgroupManager):
                        "limit": 0 if limit in (None, "max") else int(limit)}
         _io_stats(directory, out)
         hugetlb_stats(directory, out)
+        if read_optional(directory, "cpuset.cpus.effective") is not None:
+            out["cpuset"] = {
+                "cpus": parse_cpu_list(read_optional(directory, "cpuset.cpus.effective")),
+                "mems": parse_cpu_list(read_optional(directory, "cpuset.mems.effective"))}
         return out
 
     def _memory_stats(self, memory: dict) -> None:
