@@ -144,11 +144,11 @@ class _Launch:
         """Answer the children until the init reports READY."""
         try:
             self.cgroup.apply(self.inter_pid)
+            # Before START: the device rules are rewritten deny-all first, and
+            # the init's mknod of /dev/null must not fall in between.
+            self.cgroup.set(_resources(self.config))
             channel.send(sync.START, cgroup_paths=self.cgroup.paths(),
                          cgroup_mode=_cgroup_mode())  # fmt: skip
-            # Limits bind the program, which starts only after READY: set
-            # them while the init prepares its rootfs.
-            self.cgroup.set(_resources(self.config))
         except Exception:
             _raise_pending_child_error(channel)
             raise
