@@ -199,3 +199,33 @@ def test_unsupported_mount_option_is_refused(runtime, bundle, option):
     bundle.write()
     result = runtime("run", "--bundle", str(bundle), "badopt", check=False)
     assert result.returncode != 0 and option.encode() in result.stderr
+
+
+def test_tmpcopyup_copies_the_image_directory(run_container, bundle, tmp_path):
+    rootfs = tmp_path / "copyup-rootfs"
+    subprocess.run(["cp", "-a", str(bundle.rootfs), str(rootfs)], check=True)
+    (rootfs / "data").mkdir(mode=0o710)
+    os.chmod(rootfs / "data", 0o710)
+    (rootfs / "data" / "kept").write_text("from the image\n")
+    bundle.config["root"] = {"path": str(rootfs), "readonly": True}
+    for destination in ("/data", "/fresh"):
+        bundle.config["mounts"].append({"destination": destination, "type": "tmpfs",
+                                        "source": "tmpfs", "options": ["tmpcopyup"]})  # fmt: skip
+    bundle.write()
+    _, out, _ = run_container("cat /data/kept; stat -c %a /data /fresh; echo new > /data/x")
+    assert out.split("\n")[:3] == ["from the image", "710", "1777"]
+    assert not (rootfs / "data" / "x").exists()  # writes go to the tmpfs
+
+
+def test_missing_program_messages_are_runcs(runtime, bundle):
+    # podman and dockerd map these words to exit codes 127 and 126.
+    bundle.args("/does-not-exist")
+    result = runtime("run", "--bundle", str(bundle), "m1", check=False)
+    assert b'exec: "/does-not-exist": stat /does-not-exist: no such file or directory' \
+        in result.stderr  # fmt: skip
+    bundle.args("/etc/passwd")
+    result = runtime("run", "--bundle", str(bundle), "m2", check=False)
+    assert b'exec: "/etc/passwd": permission denied' in result.stderr
+    bundle.args("not-a-program")
+    result = runtime("run", "--bundle", str(bundle), "m3", check=False)
+    assert b'exec: "not-a-program": executable file not found in $PATH' in result.stderr

@@ -86,15 +86,24 @@ class CallLog:
 
     def __init__(self, path: str):
         self.path = path
+        self.kept: bytes | None = None
         open(path, "a").close()
 
+    def keep(self) -> None:
+        """Read the log into memory, to report from after its file is gone."""
+        with open(self.path, "rb") as f:
+            self.kept = f.read()
+
     def mark(self) -> int:
-        return os.path.getsize(self.path)
+        return len(self.kept) if self.kept is not None else os.path.getsize(self.path)
 
     def since(self, offset: int) -> list[Call]:
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
+        if self.kept is not None:
+            text = self.kept[offset:].decode(errors="replace")
+        else:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
         calls: dict[str, Call] = {}
         ordered = []
         for line in text.splitlines():

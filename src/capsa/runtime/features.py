@@ -55,7 +55,9 @@ def document(version: str) -> dict:
     from capsa.runtime import seccomp
 
     annotations = {ANNOTATION_VERSION: version}
-    seccomp_features = seccomp.features()
+    # Lists sorted as runc sorts them, so the two documents compare line by line.
+    seccomp_features = {key: sorted(value) if isinstance(value, list) else value
+                        for key, value in seccomp.features().items()}
     if seccomp_features.get("enabled"):
         from capsa.linux import seccomp as libseccomp
 

@@ -83,19 +83,25 @@ def setgroups_denied() -> bool:
 
 
 def find_executable(name: str, env: list[str]) -> str:
-    """Look name up in the container's PATH (from process.env) as execvp would."""
+    """Look name up in the container's PATH (from process.env) as execvp would.
+
+    The messages are runc's, word for word: podman and dockerd turn them into
+    exit codes 127 and 126 by matching "no such file or directory",
+    "executable file not found" and "permission denied".
+    """
+    quoted = '"' + name.replace('"', '\\"') + '"'
     if "/" in name:
-        if not os.path.isfile(name):
-            raise FileNotFoundError(2, f"exec: {name!r}: no such file")
-        if not os.access(name, os.X_OK):
-            raise PermissionError(13, f"exec: {name!r}: permission denied")
+        if not os.path.exists(name):
+            raise FileNotFoundError(2, f"exec: {quoted}: stat {name}: no such file or directory")
+        if not os.path.isfile(name) or not os.access(name, os.X_OK):
+            raise PermissionError(13, f"exec: {quoted}: permission denied")
         return name
     path = next((e[5:] for e in env if e.startswith("PATH=")), "/usr/bin:/bin")
     for directory in path.split(":"):
         candidate = os.path.join(directory or ".", name)
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise FileNotFoundError(2, f"exec: {name!r}: executable file not found in $PATH")
+    raise FileNotFoundError(2, f"exec: {quoted}: executable file not found in $PATH")
 
 
 def reset_signals() -> None:

@@ -79,6 +79,7 @@ class Options:
         self.attr_set = self.attr_clr = 0
         data = []
         self.copyup = False
+        self.existed = True  # whether the destination was in the image
         for opt in options:
             if opt in MOUNT_FLAGS:
                 clear, flag = MOUNT_FLAGS[opt]
@@ -179,6 +180,7 @@ def mount_one(rootfs: str, spec_mount: dict, ctx: dict) -> None:
         make_target(dest, True)
         mount_cgroup(dest, opts, ctx)
     else:
+        opts.existed = os.path.isdir(dest)
         make_target(dest, True)
         mount_fs(source, dest, kind, opts, ctx)
     for propagation in opts.propagation:
@@ -203,14 +205,25 @@ def mount_fs(source: str, dest: str, kind: str, opts: Options, ctx: dict) -> Non
 
 
 def _mount_tmpfs_copyup(dest: str, opts: Options) -> None:
-    """A tmpfs that starts with a copy of what the image has at dest."""
+    """A tmpfs that starts with a copy of what the image has at dest (runc's
+    tmpcopyup): its contents, and its mode and owner if the image had it;
+    a directory made only to mount on keeps tmpfs's own 1777."""
     import shutil
     import tempfile
 
     staging = tempfile.mkdtemp(prefix="capsa-copyup-")
     try:
         m.mount("tmpfs", staging, "tmpfs", opts.flags, opts.data)
-        shutil.copytree(dest, staging, symlinks=True, dirs_exist_ok=True)
+        for entry in os.scandir(dest):
+            target = os.path.join(staging, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.copytree(entry.path, target, symlinks=True)
+            else:
+                shutil.copy2(entry.path, target, follow_symlinks=False)
+        if opts.existed and "mode=" not in (opts.data or ""):
+            st = os.stat(dest)
+            os.chmod(staging, st.st_mode & 0o7777)
+            os.chown(staging, st.st_uid, st.st_gid)
         m.mount(staging, dest, None, m.MS_MOVE)
     finally:
         os.rmdir(staging)

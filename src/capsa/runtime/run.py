@@ -21,7 +21,7 @@ def run(root: str, container_id: str, opts: container.Options, detach: bool, war
         proc.set_child_subreaper()
     from capsa.runtime import spec
 
-    opts.config = spec.load(opts.bundle)
+    opts.config = spec.load(opts.bundle, opts.systemd_cgroup)
     if opts.config["process"].get("terminal") and opts.console_socket is None:
         if detach:
             from capsa.errors import FailedPrecondition

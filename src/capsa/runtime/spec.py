@@ -140,7 +140,7 @@ def validate(config: dict, systemd_cgroup: bool = False) -> None:
         for hook in entries:
             _need(isinstance(hook, dict) and os.path.isabs(hook.get("path", "")),
                   f"{kind} hook path must be absolute")  # fmt: skip
-    _validate_linux(config.get("linux", {}), config)
+    _validate_linux(config.get("linux", {}), config, systemd_cgroup)
 
 
 def validate_process(process: dict) -> None:

@@ -161,13 +161,48 @@ def merge(old: dict, new: dict) -> dict:
     return merged
 
 
+# What a new cgroup starts with, written back for fields an update set that
+# the container's config did not have, if the update fails half-way.
+KERNEL_DEFAULTS = {
+    "memory": {"limit": -1, "reservation": -1, "swap": -1, "kernel": -1, "kernelTCP": -1},
+    "cpu": {"shares": 1024, "quota": -1, "period": 100000, "realtimePeriod": 1000000,
+            "realtimeRuntime": 0, "burst": 0, "idle": 0},
+    "pids": {"limit": -1},
+}
+# Kernel bounds (kernel/sched: MIN_SHARES..MAX_SHARES, 1 ms..1 s CFS periods):
+# checked first, as v1 clamps shares silently and a later refusal would
+# leave earlier writes in place.
+_CPU_BOUNDS = {"shares": (2, 1 << 18), "period": (1000, 1_000_000),
+               "realtimePeriod": (1, 1_000_000_000)}
+
+
+def check_bounds(resources: dict) -> None:
+    """Refuse values the kernel would refuse or clamp, before any write."""
+    cpu = resources.get("cpu") or {}
+    for key, (low, high) in _CPU_BOUNDS.items():
+        value = cpu.get(key)
+        if value and not low <= value <= high:
+            raise InvalidArgument(f"cpu.{key} {value} is out of the kernel's range "
+                                  f"[{low}, {high}]")
+    quota = cpu.get("quota")
+    if quota and 0 < quota < 1000:
+        raise InvalidArgument(f"cpu.quota {quota} is below the kernel's minimum of 1000")
+    weight = (resources.get("blockIO") or {}).get("weight")
+    if weight and not 10 <= weight <= 1000:
+        raise InvalidArgument(f"blockIO.weight {weight} is out of range [10, 1000]")
+
+
 def update(root: str, container_id: str, new: dict, warn) -> dict:
     """Apply new (partial) resources to a live container; return the merged ones."""
     from capsa.runtime.cgroups import validate_resources
 
-    if not isinstance(new, dict):
-        raise InvalidArgument("failed to parse resources: not a JSON object")
-    validate_resources(new)
+    try:
+        if not isinstance(new, dict):
+            raise InvalidArgument("resources are not a JSON object")
+        validate_resources(new)
+        check_bounds(new)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"failed to update container {container_id}: {err}") from None
     if new.get("devices") is not None:
         warn("linux.resources.devices cannot be updated: ignored")
         new = {key: value for key, value in new.items() if key != "devices"}
@@ -182,13 +217,27 @@ def update(root: str, container_id: str, new: dict, warn) -> dict:
         linux = st.config.setdefault("linux", {})
         old = linux.get("resources") or {}
         merged = merge(old, new)
-        validate_resources(merged)
-        _apply(st.cgroup(), old, merged, warn)
+        try:
+            validate_resources(merged)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"failed to update container {container_id}: {err}") from None
+        _apply(st.cgroup(), restore_values(old, new), merged, warn)
         linux["resources"] = merged
         st.save()
     finally:
         os.close(lock)
     return merged
+
+
+def restore_values(old: dict, new: dict) -> dict:
+    """The resources that undo new: old, plus kernel defaults for what only new sets."""
+    restore = {key: dict(value) if isinstance(value, dict) else value
+               for key, value in old.items()}
+    for section, defaults in KERNEL_DEFAULTS.items():
+        for key in (new.get(section) or {}):
+            if key in defaults and (old.get(section) or {}).get(key) is None:
+                restore.setdefault(section, {})[key] = defaults[key]
+    return restore
 
 
 def _apply(cgroup, old: dict, merged: dict, warn) -> None:
