@@ -430,3 +430,34 @@ def test_the_stream_writes_stats_and_ooms_and_ends_with_the_init(tmp_path):
     assert kinds.count("oom") == 1 and kinds.count("stats") >= 3
     assert kinds.index("oom") >= 2
     assert all(event["id"] == "c1" for event in written)
+
+
+# --- cpuset statistics (runc reports them; `events` needs them from the drivers) ----------
+
+
+def test_v1_cpuset_stats(tmp_path):
+    from capsa.runtime.cgroups.v1 import V1Manager
+
+    directory = tmp_path / "cpuset" / "c1"
+    directory.mkdir(parents=True)
+    for name, value in {"cpus": "0-2", "mems": "0", "sched_load_balance": "1",
+                        "sched_relax_domain_level": "-1", "cpu_exclusive": "0"}.items():
+        (directory / f"cpuset.{name}").write_text(value + "\n")
+    stats = V1Manager(str(tmp_path), {"cpuset": str(directory)}).stats()
+    assert stats["cpuset"]["cpus"] == [0, 1, 2] and stats["cpuset"]["mems"] == [0]
+    assert stats["cpuset"]["sched_load_balance"] == 1
+    assert stats["cpuset"]["sched_relax_domain_level"] == -1
+    assert stats["cpuset"]["mem_hardwall"] == 0  # a file the kernel lacks reads as 0
+
+
+def test_v2_cpuset_stats_are_the_effective_sets(tmp_path):
+    from capsa.runtime.cgroups.v2 import V2Manager
+
+    directory = tmp_path / "c1"
+    directory.mkdir()
+    (directory / "cpuset.cpus.effective").write_text("0-1\n")
+    (directory / "cpuset.mems.effective").write_text("0\n")
+    stats = V2Manager(str(tmp_path), str(directory)).stats()
+    assert stats["cpuset"] == {"cpus": [0, 1], "mems": [0]}
+    (directory / "cpuset.cpus.effective").unlink()
+    assert "cpuset" not in V2Manager(str(tmp_path), str(directory)).stats()
