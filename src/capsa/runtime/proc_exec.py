@@ -95,6 +95,7 @@ def run_final(ctx: dict, channel: sync.Channel) -> None:
             proc.set_no_new_privs()
         executable = process.find_executable(spec_process["args"][0],
                                              spec_process.get("env", []))  # fmt: skip
+        process.set_exec_labels(spec_process)
         _close_extra_fds(ctx["preserve_fds"], channel)
         if seccomp and nnp:
             _load_seccomp(seccomp)

@@ -221,6 +221,10 @@ def apply_seccomp_late(ctx):
         _load_seccomp(ctx)
 
 
+def set_exec_labels(ctx):
+    process.set_exec_labels(ctx["config"]["process"])
+
+
 def close_extra_fds(ctx):
     keep = 3 + ctx["preserve_fds"]
     for fd in range(3, keep):
@@ -236,7 +240,7 @@ def exec_program(ctx):
 
 
 # After the filter is loaded only execve remains: anything else might be denied.
-START_STEPS = [wait_for_start, run_start_container_hooks, close_extra_fds,
+START_STEPS = [wait_for_start, run_start_container_hooks, set_exec_labels, close_extra_fds,
                apply_seccomp_late, exec_program]  # fmt: skip
 
 

@@ -104,6 +104,31 @@ def find_executable(name: str, env: list[str]) -> str:
     raise FileNotFoundError(2, f"exec: {quoted}: executable file not found in $PATH")
 
 
+def set_exec_labels(process: dict, attr_dir: str = "/proc/self/attr") -> None:
+    """The AppArmor profile and SELinux label, to take effect at execve.
+
+    spec.validate refuses both on hosts without that LSM, so here the kernel
+    interface exists.
+    """
+    profile = process.get("apparmorProfile")
+    if profile:
+        apparmor = os.path.join(attr_dir, "apparmor", "exec")
+        path = apparmor if os.path.exists(apparmor) else os.path.join(attr_dir, "exec")
+        _write_attr(path, f"exec {profile}")
+    label = process.get("selinuxLabel")
+    if label:
+        _write_attr(os.path.join(attr_dir, "exec"), label)
+
+
+def _write_attr(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as err:
+        raise OSError(err.errno, f"failed to set {value!r} in {path}: "
+                      f"{os.strerror(err.errno)}") from None  # fmt: skip
+
+
 def reset_signals() -> None:
     """Python ignores SIGPIPE and SIGXFSZ; ignored signals survive execve."""
     for signum in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
