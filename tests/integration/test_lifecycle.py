@@ -16,41 +16,12 @@ import subprocess
 import sys
 import time
 
+from running import read, shared, wait_for
+
 import pytest
 
 OCI_STATE_KEYS = {"ociVersion", "id", "status", "pid", "bundle", "annotations"}
 LIST_JSON_KEYS = {"ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"}
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    """Poll predicate until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
-def read(path) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def shared(bundle, tmp_path):
-    """Bind-mount a fresh host directory on the container's /tmp; return it."""
-    host = tmp_path / "shared"
-    host.mkdir()
-    host.chmod(0o777)
-    bundle.config["mounts"].append({"destination": "/tmp", "type": "bind",
-                                    "source": str(host), "options": ["rbind", "rw"]})  # fmt: skip
-    bundle.write()
-    return host
 
 
 def raw(runtime, *args, **kwargs) -> subprocess.CompletedProcess:

@@ -120,13 +120,7 @@ def finish_rootfs(ctx):
 
 def set_sysctl(ctx):
     for key, value in ctx["config"].get("linux", {}).get("sysctl", {}).items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path, "w") as f:
-                f.write(value)
-        except OSError as err:
-            raise OSError(err.errno, f"failed to set sysctl {key}={value}: "
-                          f"{os.strerror(err.errno)}") from None  # fmt: skip
+        process.write_kernel_file("/proc/sys/" + key.replace(".", "/"), value)
 
 
 PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}

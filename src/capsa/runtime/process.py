@@ -31,8 +31,7 @@ def _rlim(value: int) -> int:
 
 def set_oom_score_adj(value: int | None) -> None:
     if value is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
+        write_kernel_file("/proc/self/oom_score_adj", str(value))
 
 
 def capability_masks(capabilities: dict) -> dict[str, int]:
@@ -114,13 +113,14 @@ def set_exec_labels(process: dict, attr_dir: str = "/proc/self/attr") -> None:
     if profile:
         apparmor = os.path.join(attr_dir, "apparmor", "exec")
         path = apparmor if os.path.exists(apparmor) else os.path.join(attr_dir, "exec")
-        _write_attr(path, f"exec {profile}")
+        write_kernel_file(path, f"exec {profile}")
     label = process.get("selinuxLabel")
     if label:
-        _write_attr(os.path.join(attr_dir, "exec"), label)
+        write_kernel_file(os.path.join(attr_dir, "exec"), label)
 
 
-def _write_attr(path: str, value: str) -> None:
+def write_kernel_file(path: str, value: str) -> None:
+    """Write a /proc or /sys setting; the error names the file and the value."""
     try:
         with open(path, "w") as f:
             f.write(value)
