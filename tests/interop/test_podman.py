@@ -85,7 +85,11 @@ def test_user_namespace(podman, name):
     inside = podman("exec", name, "sh", "-c",
                     "cat /proc/self/uid_map; id -u; touch /bin/x && echo ok")  # fmt: skip
     assert inside.stdout.split() == ["0", "100000", "65536", "0", "ok"], inside.stderr
-    podman("rm", "--force", "--time", "0", name)
+    # stop, then rm: podman 4.3's `rm --force` races the cleanup conmon starts
+    # at exit and can fail with "unlinkat .../userdata/shm: device or resource
+    # busy" whatever the runtime (seen with runc; podman#11594, fixed in 4.4).
+    podman("stop", "--time", "0", name)
+    podman("rm", name)
 
 
 def test_detached_exec_stop_rm(podman, name):
