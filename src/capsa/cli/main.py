@@ -1,0 +1,70 @@
+"""`capsa`: parse Docker-style command lines and run the command.
+
+Each command module registers its subcommands on the parser; a handler gets
+the parsed arguments and returns an exit status. Expected failures print
+one line, `capsa: <what failed>: <why>`, and exit 1 (a traceback only with
+--debug); bad flags are one line too.
+"""
+
+import argparse
+import os
+import sys
+
+from capsa.errors import CapsaError, InvalidArgument
+
+VERSION = "0.1.0"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors raised as one-line InvalidArgument."""
+
+    def error(self, message: str):
+        raise InvalidArgument(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    from capsa.cli import images
+
+    parser = Parser(prog="capsa", description="A daemonless container engine.")
+    parser.add_argument("--root", default=None,
+                        help="where images and containers are stored (CAPSA_ROOT, default /var/lib/capsa)")  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"capsa version {VERSION}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    images.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0 if not argv else 1
+        return args.handler(args) or 0
+    except CapsaError as err:
+        if debug:
+            raise
+        return fail(str(err))
+    except BrokenPipeError:
+        # stdout went away (`capsa images | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as err:
+        if debug:
+            raise
+        return fail(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
+    except KeyboardInterrupt:
+        return 130
+
+
+def fail(message: str) -> int:
+    sys.stderr.write(f"capsa: {message}\n")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""capsa.db: the SQLite database that is the single source of truth for the
+engine's metadata (images, names, snapshots; containers come later).
+
+WAL mode lets readers run beside one writer; every multi-step change is one
+transaction (`with Transaction(conn):`). The schema is created on first open; later
+versions add migrations keyed by `PRAGMA user_version`.
+"""
+
+import os
+import sqlite3
+import threading
+
+FILE = "capsa.db"
+
+SCHEMA = """
+CREATE TABLE images (
+    id TEXT PRIMARY KEY,              -- the config's digest: Docker's image ID
+    manifest TEXT NOT NULL,           -- digest of the platform's manifest
+    manifest_type TEXT NOT NULL,
+    platform TEXT NOT NULL,           -- os/architecture[/variant]
+    chain TEXT,                       -- chain ID of the top layer (NULL: no layers)
+    size INTEGER NOT NULL,            -- unpacked bytes of all layers
+    created TEXT NOT NULL,            -- the config's "created" (may be "")
+    added REAL NOT NULL               -- when this store got it
+);
+CREATE TABLE image_names (
+    name TEXT PRIMARY KEY,            -- docker.io/library/busybox:latest or name@sha256:...
+    image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('tag', 'digest'))
+);
+CREATE INDEX image_names_image ON image_names(image);
+CREATE TABLE image_blobs (            -- every blob an image needs: GC roots
+    image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (image, digest)
+);
+CREATE TABLE snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- names snapshots/<id>, never reused
+    chain_id TEXT UNIQUE NOT NULL,
+    parent TEXT,                      -- the parent layer's chain ID
+    diff_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+"""
+
+VERSION = 1
+
+
+class Connection(sqlite3.Connection):
+    """A connection threads may share (a pull unpacks layers in several):
+    its transactions take turns."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+
+
+def connect(root: str) -> Connection:
+    """Open (creating if needed) ROOT/capsa.db."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    conn = sqlite3.connect(os.path.join(root, FILE), timeout=30, isolation_level=None,
+                           check_same_thread=False, factory=Connection)  # fmt: skip
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA foreign_keys = ON")
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    _migrate(conn)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+            # executescript() would commit midway: run the statements one by one.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class Transaction:
+    """`with Transaction(conn):` — BEGIN IMMEDIATE ... COMMIT, or ROLLBACK
+    on an exception (autocommit mode otherwise)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def __enter__(self) -> Connection:
+        self.conn.lock.acquire()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.conn.lock.release()
+            raise
+        return self.conn
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.conn.lock.release()

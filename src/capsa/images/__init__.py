@@ -1,0 +1,1 @@
+"""Images: OCI image-spec content, a distribution-spec client, unpacking and snapshots."""
