@@ -121,3 +121,11 @@ def multilayer_image(images_session):
     path = os.path.join(images_session, "layouts", "multilayer")
     multilayer_layout(path, "gzip", zstd=False)
     return multilayer_layout(path, "latest")
+
+
+@pytest.fixture
+def capsa(work_dir):
+    """The capsa CLI with a store and settings of this test's own."""
+    from capsa_cli import Capsa
+
+    return Capsa(work_dir)

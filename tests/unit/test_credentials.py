@@ -88,13 +88,15 @@ def test_username_and_password_fields(config_dir):
     assert credentials.get("empty") is None
 
 
-@pytest.mark.parametrize("content", ["{", "[1]", '{"auths": "x"} trailing'])
+@pytest.mark.parametrize("content", ["{", "[1]", '{"auths": "x"} trailing', '{"auths": ["h"]}'])
 def test_broken_file_is_a_one_line_error_naming_it(config_dir, content):
     write(config_dir, content)
-    with pytest.raises(InvalidArgument) as err:
-        credentials.get("h")
-    assert str(config_dir / "config.json") in str(err.value)
-    assert "\n" not in str(err.value)
+    for call in (lambda: credentials.get("h"), lambda: credentials.store("h", "u", "p")):
+        with pytest.raises(InvalidArgument) as err:
+            call()
+        assert str(config_dir / "config.json") in str(err.value)
+        assert "\n" not in str(err.value)
+    assert (config_dir / "config.json").read_text() == content  # nothing was overwritten
 
 
 def test_bad_auth_value_is_refused(config_dir):

@@ -38,8 +38,10 @@ def basic(user: str, password: str) -> str:
 
 
 def errors(status: int, code: str, message: str, **headers) -> httpx.Response:
-    return httpx.Response(status, json={"errors": [{"code": code, "message": message, "detail": None}]},
-                          headers=headers)  # fmt: skip
+    """A distribution error answer, streamed as a real one is (not read yet)."""
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
+    headers.update({"Content-Type": "application/json", "Content-Length": str(len(body))})
+    return httpx.Response(status, headers=headers, stream=Stream(body))
 
 
 def grants(scopes: list[str]) -> set[tuple[str, str]]:
@@ -47,15 +49,19 @@ def grants(scopes: list[str]) -> set[tuple[str, str]]:
     return {(scope.split(":")[1], action) for scope in scopes for action in scope.split(":")[2].split(",")}
 
 
-class BrokenStream(httpx.SyncByteStream):
-    """Sends the first BYTES of DATA, then the connection breaks."""
+class Stream(httpx.SyncByteStream):
+    """DATA in 64 KiB pieces, as off a socket; the connection breaks after
+    BREAK_AFTER bytes if given."""
 
-    def __init__(self, data: bytes, sent: int):
-        self.data, self.sent = data, sent
+    def __init__(self, data: bytes, break_after: int | None = None):
+        self.data, self.break_after = data, break_after
 
     def __iter__(self):
-        yield self.data[: self.sent]
-        raise httpx.ReadError("connection reset by peer")
+        end = len(self.data) if self.break_after is None else self.break_after
+        for start in range(0, end, 65536):
+            yield self.data[start:min(start + 65536, end)]
+        if self.break_after is not None:
+            raise httpx.ReadError("connection reset by peer")
 
 
 class FakeRegistry:
@@ -181,10 +187,8 @@ class FakeRegistry:
         status = 200
         if start:
             status, headers["Content-Range"] = 206, f"bytes {start}-{len(data) - 1}/{len(data)}"
-        if self.break_after is not None:
-            sent, self.break_after = self.break_after, None
-            return httpx.Response(status, headers=headers, stream=BrokenStream(body, sent))
-        return httpx.Response(status, headers=headers, content=body)
+        break_after, self.break_after = self.break_after, None
+        return httpx.Response(status, headers=headers, stream=Stream(body, break_after))
 
     def upload(self, request: httpx.Request, name: str, upload: str) -> httpx.Response:
         params = request.url.params
@@ -534,10 +538,11 @@ def test_broken_connection_keeps_the_partial_file_for_a_resume(store):
         assert str(err.value).startswith(f"failed to download blob {digest}: ")
         assert not store.has(digest)
         with store.ingest(digest, len(LAYER)) as ingest:
-            assert ingest.offset == 400_000
+            kept = ingest.offset
+        assert 0 < kept <= 400_000  # what the last full chunk held
         seen = []
         fetch(registry, store, digest, len(LAYER), seen)
-    assert fake.log[-1].headers["range"] == "bytes=400000-"
+    assert fake.log[-1].headers["range"] == f"bytes={kept}-"
     assert b"".join(seen) == LAYER and store.read(digest) == LAYER
 
 
@@ -832,7 +837,7 @@ def test_client_certificate_pairs(tmp_path, monkeypatch):
     monkeypatch.setenv("CAPSA_CERTS_D", str(tmp_path))
     directory = tmp_path / "reg:5000"
     directory.mkdir()
-    cert, key = write_self_signed(directory)
+    cert, key = write_self_signed(tmp_path)
     (directory / "client.cert").write_bytes(open(cert, "rb").read())
     (directory / "client.key").write_bytes(open(key, "rb").read())
     assert hosts.client_certificates(str(directory)) == [(f"{directory}/client.cert", f"{directory}/client.key")]
@@ -853,4 +858,3 @@ def test_token_cache_is_shared_between_threads():
         for thread in threads:
             thread.join()
     assert len(fake.token_log) == 1
-    time.sleep(0)

@@ -80,6 +80,8 @@ def cmd_push(args) -> int:
     from capsa.images.push import push
 
     ref = reference.parse(args.name)
+    if ref.digest:
+        raise InvalidArgument(f"cannot push to {ref}: push a tag, not a digest")
     store = open_store(args)
     try:
         image = store.lookup(args.name)

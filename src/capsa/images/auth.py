@@ -136,15 +136,22 @@ class Authorizer:
     """Authorization headers for one process's requests to registries.
 
     FETCH(url, params, headers) performs a GET (the token request);
-    CREDENTIALS(host) gives (user, password) or None. Thread-safe: layers
-    are fetched in parallel."""
+    CREDENTIALS(host) gives (user, password) or None, asked once per host.
+    Thread-safe: layers are fetched in parallel."""
 
     def __init__(self, fetch: Fetch, credentials: Credentials):
         self.fetch = fetch
-        self.credentials = credentials
+        self.lookup = credentials
+        self._credentials: dict[str, tuple[str, str] | None] = {}
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, frozenset[str]], tuple[str, float]] = {}
         self._lock = threading.Lock()
+
+    def credentials(self, host: str) -> tuple[str, str] | None:
+        with self._lock:
+            if host not in self._credentials:
+                self._credentials[host] = self.lookup(host)
+            return self._credentials[host]
 
     def anonymous(self, host: str) -> bool:
         return self.credentials(host) is None
@@ -181,7 +188,7 @@ class Authorizer:
             return True
         scopes = list(dict.fromkeys(scopes))
         # The registry may name a scope the caller did not think of.
-        asked = [scope for scope in challenge.params.get("scope", "").split() if scope not in scopes]
+        asked = [scope for scope in challenge.params.get("scope", "").split() if not _covered(scope, scopes)]
         self._new_token(host, challenge, frozenset(scopes), scopes + asked)
         return True
 
@@ -206,6 +213,14 @@ class Authorizer:
         with self._lock:
             self._tokens[(host, key)] = (value, time.monotonic() + expires_in - EXPIRY_MARGIN)
         return value
+
+
+def _covered(scope: str, scopes: list[str]) -> bool:
+    """SCOPE ("repository:app:push") asks for nothing SCOPES do not."""
+    kind, _, actions = scope.rpartition(":")
+    wanted = set(actions.split(","))
+    return any(other.rpartition(":")[0] == kind and wanted <= set(other.rpartition(":")[2].split(","))
+               for other in scopes)  # fmt: skip
 
 
 def _read_token(host: str, response: httpx.Response) -> tuple[str, int]:

@@ -35,7 +35,7 @@ def path() -> str:
 def get(host: str) -> tuple[str, str] | None:
     """(user, password) stored for HOST, or None."""
     config_path = path()
-    auths = load(config_path).get("auths") or {}
+    auths = _auths(load(config_path), config_path)
     for key in _keys_for(host, auths):
         entry = auths[key]
         if isinstance(entry, dict) and (found := _decode(entry, key, config_path)):
@@ -47,13 +47,10 @@ def store(host: str, user: str, password: str) -> None:
     """Remember USER and PASSWORD for HOST, replacing what was there."""
     config_path = path()
     config = load(config_path)
-    auths = config.get("auths")
-    if not isinstance(auths, dict):
-        auths = config["auths"] = {}
+    auths = _auths(config, config_path)
     for key in _keys_for(host, auths):
         del auths[key]
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    auths[key_for(host)] = {"auth": token}
+    auths[key_for(host)] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
     save(config_path, config)
 
 
@@ -61,14 +58,13 @@ def erase(host: str) -> bool:
     """Forget HOST's credentials; False if there were none."""
     config_path = path()
     config = load(config_path)
-    auths = config.get("auths")
-    keys = list(_keys_for(host, auths)) if isinstance(auths, dict) else []
-    if not keys:
-        return False
+    auths = _auths(config, config_path)
+    keys = _keys_for(host, auths)
     for key in keys:
         del auths[key]
-    save(config_path, config)
-    return True
+    if keys:
+        save(config_path, config)
+    return bool(keys)
 
 
 def key_for(host: str) -> str:
@@ -88,6 +84,14 @@ def _keys_for(host: str, auths: dict) -> list[str]:
     """Every key naming HOST, Docker's own spelling of it first."""
     wanted, exact = host_of(host), key_for(host)
     return sorted((key for key in auths if host_of(key) == wanted), key=lambda key: key != exact)
+
+
+def _auths(config: dict, config_path: str) -> dict:
+    """CONFIG's "auths" object, added if missing."""
+    auths = config.setdefault("auths", {})
+    if not isinstance(auths, dict):
+        raise InvalidArgument(f"failed to read {config_path}: \"auths\" is not a JSON object")
+    return auths
 
 
 def _decode(entry: dict, key: str, config_path: str) -> tuple[str, str] | None:

@@ -76,9 +76,9 @@ def load_config(file_path: str | None = None) -> Config:
     insecure = data.get("insecure-registries", [])
     if not isinstance(insecure, list) or not all(isinstance(entry, str) for entry in insecure):
         raise InvalidArgument(f"failed to read {file_path}: \"insecure-registries\" must be a list of strings")
-    return Config(tuple(entry.rstrip("/") for entry in insecure),
-                  _positive(data, "max-concurrent-downloads", Config.max_concurrent_downloads, file_path),
-                  _positive(data, "max-concurrent-uploads", Config.max_concurrent_uploads, file_path))  # fmt: skip
+    downloads = _positive(data, "max-concurrent-downloads", Config.max_concurrent_downloads, file_path)
+    uploads = _positive(data, "max-concurrent-uploads", Config.max_concurrent_uploads, file_path)
+    return Config(tuple(entry.rstrip("/") for entry in insecure), downloads, uploads)
 
 
 def _positive(data: dict, key: str, default: int, file_path: str) -> int:
@@ -93,18 +93,16 @@ def endpoint(host: str) -> str:
     return HUB_ENDPOINT if host == HUB else host
 
 
-def split_port(host: str) -> tuple[str, str | None]:
-    """("127.0.0.1", "5000"), ("::1", None) for "[::1]"."""
+def hostname(host: str) -> str:
+    """HOST without its port: "127.0.0.1" for "127.0.0.1:5000", "::1" for "[::1]:5000"."""
     if host.startswith("["):
-        address, _, rest = host[1:].partition("]")
-        return address, rest[1:] if rest.startswith(":") else None
-    name, colon, port = host.rpartition(":")
-    return (name, port) if colon else (host, None)
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] or host
 
 
 def is_insecure(host: str, config: Config) -> bool:
     """Plain HTTP is allowed for HOST (see the module docstring)."""
-    name, _ = split_port(host)
+    name = hostname(host)
     if name == "localhost" or host in config.insecure_registries:
         return True
     try:

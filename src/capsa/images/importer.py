@@ -49,9 +49,9 @@ CREATED_BY = "capsa import"
 # Host-local attributes that are not part of a root filesystem: the host's
 # SELinux label and overlayfs' bookkeeping (moby leaves them out too).
 SKIPPED_XATTRS = ("security.selinux", "trusted.overlay.")
-# Compressed streams by their first bytes: (magic, how unpack reads them).
-_MAGICS = ((b"\x1f\x8b", mediatypes.OCI_LAYER_GZIP), (b"\x28\xb5\x2f\xfd", mediatypes.OCI_LAYER_ZSTD))
-_MAGIC_LENGTH = 6
+# Compressed streams by their first bytes.
+_MAGICS = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+MAGIC_LENGTH = 6
 CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "STOPSIGNAL", "USER",
                        "VOLUME", "WORKDIR")  # fmt: skip
 
@@ -229,20 +229,27 @@ def layer_from_tarball(store: ImageStore, source: BinaryIO) -> GzipLayer:
     return layer
 
 
+def compression_of(head: bytes) -> str | None:
+    """"gzip", "zstd", "bzip2" or "xz" by a stream's first bytes; None: plain."""
+    return next((kind for magic, kind in _MAGICS.items() if head.startswith(magic)), None)
+
+
 def open_compressed(source: BinaryIO) -> BinaryIO:
-    """SOURCE's bytes, decompressed if they start with the magic number of
-    gzip, zstd, bzip2 or xz (what `docker load` and `docker import` take);
-    SOURCE may be a pipe."""
-    head = source.read(_MAGIC_LENGTH)
+    """SOURCE's bytes, decompressed if compression_of() names their
+    compression (what `docker load` and `docker import` take); SOURCE may
+    be a pipe."""
+    head = source.read(MAGIC_LENGTH)
     source = _Rewound(head, source)
-    for magic, media_type in _MAGICS:
-        if head.startswith(magic):
-            return unpack.decompressor(source, media_type)
-    if head.startswith(b"BZh"):
+    kind = compression_of(head)
+    if kind == "gzip":
+        return io.BufferedReader(unpack.decompressor(source, mediatypes.OCI_LAYER_GZIP), CHUNK)
+    if kind == "zstd":
+        return io.BufferedReader(unpack.decompressor(source, mediatypes.OCI_LAYER_ZSTD), CHUNK)
+    if kind == "bzip2":
         return bz2.BZ2File(source)
-    if head.startswith(b"\xfd7zXZ\x00"):
+    if kind == "xz":
         return lzma.LZMAFile(source)
-    return source
+    return io.BufferedReader(source, CHUNK)
 
 
 class _Rewound(io.RawIOBase):

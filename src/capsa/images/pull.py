@@ -105,11 +105,18 @@ class Pull:
             raise next((err for err in errors if not isinstance(err, Cancelled)), errors[0])
         return sum(self.store.snapshots.get(chain)["size"] for chain in chains)
 
-    def _layer(self, *job) -> None:
+    def _layer(self, layer: manifests.Descriptor, *job) -> None:
         try:
-            self._fetch_layer(*job)
-        except BaseException:
+            self._fetch_layer(layer, *job)
+        except Cancelled:
+            raise
+        except CapsaError as err:
             self.failed.set()  # the other layers stop at their next chunk
+            if layer.digest in str(err):
+                raise
+            raise type(err)(f"failed to pull layer {layer.digest}: {err}") from None
+        except BaseException:
+            self.failed.set()
             raise
 
     def _fetch_layer(self, layer: manifests.Descriptor, diff_id: str, chain: str, parent: str | None) -> None:

@@ -7,7 +7,6 @@ the rest are uploaded from the content store. The manifest goes last, by
 tag, exactly as stored, so its digest is the one the image has locally.
 """
 
-from capsa.errors import InvalidArgument
 from capsa.images import manifest as manifests
 from capsa.images import reference
 from capsa.images.progress import Quiet
@@ -16,9 +15,7 @@ from capsa.images.store import Image, ImageStore
 
 
 def push(store: ImageStore, registry, ref: Reference, image: Image, progress: Quiet) -> str:
-    """Push IMAGE as REF; returns the manifest digest."""
-    if ref.digest:
-        raise InvalidArgument(f"cannot push to {ref}: push a tag, not a digest")
+    """Push IMAGE as REF (a tag); returns the manifest digest."""
     progress.say(f"The push refers to repository [{ref.name}]")
     body = store.content.read(image.manifest)
     manifest = manifests.parse_manifest(body, f"manifest {image.manifest}")

@@ -83,9 +83,9 @@ class Registry:
         shown = f"{ref.name}@{wanted}" if by_digest else f"{ref.name}:{wanted}"
         if by_digest:
             digests.validate(wanted)
-        response = self._send(ref.domain, "GET", f"/v2/{ref.path}/manifests/{wanted}", [auth.pull_scope(ref.path)],
-                              f"fetch manifest {shown}", headers={"Accept": mediatypes.ACCEPT},
-                              stream=True, redirects=True)  # fmt: skip
+        response = self._api(ref, "GET", f"manifests/{wanted}", [auth.pull_scope(ref.path)],
+                             f"fetch manifest {shown}", headers={"Accept": mediatypes.ACCEPT},
+                             stream=True, redirects=True)  # fmt: skip
         try:
             if response.status_code == 404:
                 raise NotFound(f"manifest for {shown} not found")
@@ -111,8 +111,9 @@ class Registry:
         """The digest REF names at the registry, from a HEAD; None if the
         registry does not say (or has no such manifest)."""
         wanted = ref.digest or ref.tag
-        response = self._send(ref.domain, "HEAD", f"/v2/{ref.path}/manifests/{wanted}", [auth.pull_scope(ref.path)],
-                              f"check manifest {ref}", headers={"Accept": mediatypes.ACCEPT}, redirects=True)  # fmt: skip
+        response = self._api(ref, "HEAD", f"manifests/{wanted}", [auth.pull_scope(ref.path)],
+                             f"check manifest {ref}", headers={"Accept": mediatypes.ACCEPT},
+                             redirects=True)  # fmt: skip
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -128,8 +129,8 @@ class Registry:
         digest = digests.of_bytes(body)
         target = ref.tag or ref.digest
         what = f"push manifest {ref}"
-        response = self._send(ref.domain, "PUT", f"/v2/{ref.path}/manifests/{target}", [auth.push_scope(ref.path)],
-                              what, headers={"Content-Type": media_type}, body=body)  # fmt: skip
+        response = self._api(ref, "PUT", f"manifests/{target}", [auth.push_scope(ref.path)], what,
+                             headers={"Content-Type": media_type}, body=body)  # fmt: skip
         if response.status_code not in (200, 201):
             raise _failure(response, what)
         claimed = response.headers.get("docker-content-digest", "")
@@ -159,8 +160,8 @@ class Registry:
             headers = {"Accept-Encoding": "identity"}  # the bytes as stored, never decoded
             if offset:
                 headers["Range"] = f"bytes={offset}-"
-            response = self._send(ref.domain, "GET", f"/v2/{ref.path}/blobs/{digest}", [auth.pull_scope(ref.path)],
-                                  what, headers=headers, stream=True, redirects=True)  # fmt: skip
+            response = self._api(ref, "GET", f"blobs/{digest}", [auth.pull_scope(ref.path)], what,
+                                 headers=headers, stream=True, redirects=True)  # fmt: skip
             try:
                 status = response.status_code
                 if status == 206 and _range_start(response) == offset:
@@ -171,7 +172,7 @@ class Registry:
                     ingest.restart()  # it cannot serve the rest: fetch it whole
                     continue
                 else:
-                    raise _failure(_read_error(response), what)
+                    raise _failure(response, what)
                 _stream_into(response, ingest, on_data, digest)
                 break
             finally:
@@ -182,8 +183,8 @@ class Registry:
         """Whether REF's repository has blob DIGEST (asked with push scope:
         this is the push's question)."""
         what = f"check blob {digest} of {ref.name}"
-        response = self._send(ref.domain, "HEAD", f"/v2/{ref.path}/blobs/{digests.validate(digest)}",
-                              [auth.push_scope(ref.path)], what, redirects=True)  # fmt: skip
+        response = self._api(ref, "HEAD", f"blobs/{digests.validate(digest)}", [auth.push_scope(ref.path)], what,
+                             redirects=True)  # fmt: skip
         if response.status_code == 404:
             return False
         if response.status_code != 200:
@@ -195,9 +196,9 @@ class Registry:
         REF's; False if it would not (and then nothing was started)."""
         what = f"mount blob {digest} from {from_path} into {ref.name}"
         params = {"mount": digests.validate(digest), "from": from_path}
-        response = self._send(ref.domain, "POST", f"/v2/{ref.path}/blobs/uploads/",
-                              [auth.push_scope(ref.path), auth.pull_scope(from_path)], what,
-                              headers={"Content-Length": "0"}, params=params)  # fmt: skip
+        scopes = [auth.push_scope(ref.path), auth.pull_scope(from_path)]
+        response = self._api(ref, "POST", "blobs/uploads/", scopes, what, headers={"Content-Length": "0"},
+                             params=params)  # fmt: skip
         if response.status_code == 201:
             return True
         if response.status_code == 202:
@@ -212,14 +213,13 @@ class Registry:
         what = f"upload blob {digest} to {ref.name}"
         scopes = [auth.push_scope(ref.path)]
         start = file.tell()
-        response = self._send(ref.domain, "POST", f"/v2/{ref.path}/blobs/uploads/", scopes, what,
-                              headers={"Content-Length": "0"})  # fmt: skip
+        response = self._api(ref, "POST", "blobs/uploads/", scopes, what, headers={"Content-Length": "0"})
         if response.status_code != 202:
             raise _failure(response, what)
         location = _location(response, what)
         try:
-            response = self._send(ref.domain, "PATCH", location, scopes, what,
-                                  headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            response = self._send(ref.domain, "PATCH", location, scopes, what, headers=headers,
                                   body=lambda: _read_from(file, start, size))  # fmt: skip
             if response.status_code != 202:
                 raise _failure(response, what)
@@ -227,7 +227,7 @@ class Registry:
             response = self._send(ref.domain, "PUT", location, scopes, what, headers={"Content-Length": "0"})
             if response.status_code not in (201, 204):
                 raise _failure(response, what)
-        except BaseException:
+        except CapsaError:
             self._cancel_upload(ref, location)
             raise
         claimed = response.headers.get("docker-content-digest", "")
@@ -256,19 +256,24 @@ class Registry:
 
     # -- HTTP
 
+    def _api(self, ref: Reference, method: str, tail: str, scopes: list[str], what: str,
+             **kwargs) -> httpx.Response:  # fmt: skip
+        """A request for /v2/<REF's repository>/TAIL."""
+        return self._send(ref.domain, method, f"/v2/{ref.path}/{tail}", scopes, what, **kwargs)
+
     def _send(self, host: str, method: str, target: str | httpx.URL, scopes: list[str], what: str, *,
-              headers: dict | None = None, params: dict | None = None, body: Body = None,
-              stream: bool = False, redirects: bool = False,
-              authorizer: auth.Authorizer | None = None) -> httpx.Response:  # fmt: skip
+              headers: dict | None = None, authorizer: auth.Authorizer | None = None,
+              **options) -> httpx.Response:  # fmt: skip
         """One API request to HOST with authorization: a 401 is answered
         (auth.py) and the request sent once more. TARGET is a path under
-        the registry's root or an absolute URL (an upload's Location)."""
+        the registry's root or an absolute URL (an upload's Location).
+        OPTIONS: params, body, stream, redirects (see _exchange)."""
         authorizer = authorizer or self.auth
         for attempt in (1, 2):
-            request_headers = {**(headers or {})}
+            request_headers = dict(headers or {})
             if value := authorizer.header(host, scopes):
                 request_headers["Authorization"] = value
-            response = self._exchange(host, method, target, request_headers, params, body, stream, redirects, what)
+            response = self._exchange(host, method, target, request_headers, what, **options)
             if response.status_code != 401:
                 return response
             _read_error(response)
@@ -278,39 +283,37 @@ class Registry:
                 return response
         raise AssertionError("unreachable")
 
-    def _exchange(self, host: str, method: str, target: str | httpx.URL, headers: dict, params: dict | None,
-                  body: Body, stream: bool, redirects: bool, what: str) -> httpx.Response:  # fmt: skip
+    def _exchange(self, host: str, method: str, target: str | httpx.URL, headers: dict, what: str,
+                  params: dict | None = None, body: Body = None, stream: bool = False,
+                  redirects: bool = False) -> httpx.Response:  # fmt: skip
+        """Send one request, choosing HOST's scheme on the first one, and
+        follow REDIRECTS (GET, HEAD) without Authorization off the origin.
+        BODY is bytes, or a function giving the chunks (read again on a retry)."""
         url, probing = self._url(host, target, params)
         try:
             response = self._send_once(method, url, headers, body, stream)
-        except httpx.ConnectError as err:
+        except httpx.TransportError as err:
             if not (probing and hosts.speaks_no_tls(err)):
                 raise _unreachable(f"registry {host}", err, what) from err
-            hosts.remember_scheme(host, "http")
-            url = url.copy_with(scheme="http")
-            response = self._try(f"registry {host}", what, lambda: self._send_once(method, url, headers, body, stream))
-        except httpx.TransportError as err:
-            raise _unreachable(f"registry {host}", err, what) from err
-        if probing and url.scheme == "https":
+            hosts.remember_scheme(host, "http")  # it does not speak TLS at all
+            return self._exchange(host, method, target, headers, what, params, body, stream, redirects)
+        if probing:
             hosts.remember_scheme(host, "https")
         for _ in range(MAX_REDIRECTS):
             if not (redirects and response.has_redirect_location):
                 break
             response.close()
-            next_url = response.url.join(response.headers["location"])
-            if _origin(next_url) != _origin(response.url):
+            origin, url = response.url, response.url.join(response.headers["location"])
+            if _origin(url) != _origin(origin):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            response = self._try(next_url.netloc.decode(), what,
-                                 lambda: self._send_once(method, next_url, headers, body, stream))  # fmt: skip
+            try:
+                response = self._send_once(method, url, headers, body, stream)
+            except httpx.TransportError as err:
+                raise _unreachable(url.netloc.decode(), err, what) from err
         return response
 
-    def _try(self, place: str, what: str, send: Callable[[], httpx.Response]) -> httpx.Response:
-        try:
-            return send()
-        except httpx.TransportError as err:
-            raise _unreachable(place, err, what) from err
-
-    def _send_once(self, method: str, url: httpx.URL, headers: dict, body: Body, stream: bool) -> httpx.Response:
+    def _send_once(self, method: str, url: httpx.URL, headers: dict, body: Body,
+                   stream: bool) -> httpx.Response:  # fmt: skip
         client = self._client(url)
         content = body() if callable(body) else body
         request = client.build_request(method, url, headers=headers, content=content)
@@ -342,7 +345,8 @@ class Registry:
         try:
             return self._client(realm).get(realm, params=params, headers=headers)
         except httpx.TransportError as err:
-            raise CapsaError(f"failed to reach token server {url}: {hosts.describe_connect_error(err)}") from err
+            why = hosts.describe_connect_error(err)
+            raise CapsaError(f"failed to reach token server {url}: {why}") from err
 
 
 def _unreachable(place: str, err: httpx.TransportError, what: str) -> CapsaError:
@@ -355,12 +359,12 @@ def _unreachable(place: str, err: httpx.TransportError, what: str) -> CapsaError
 
 def _failure(response: httpx.Response, what: str) -> CapsaError:
     """The one-line error for an unexpected answer, by status class."""
-    detail = auth.error_detail(response) or response.reason_phrase.lower()
+    detail = auth.error_detail(_read_error(response)) or response.reason_phrase.lower()
     return _FAILURES.get(response.status_code, CapsaError)(f"failed to {what}: {response.status_code} {detail}")
 
 
 def _read_error(response: httpx.Response) -> httpx.Response:
-    """Read an error answer's body, so that its message can be shown."""
+    """Read an error answer's body (if not read yet), so that its message can be shown."""
     try:
         response.read()
     except (httpx.TransportError, httpx.StreamError):
