@@ -7,7 +7,8 @@ Usage (as root): .venv/bin/python bench/pull.py [--runs N] [--only capsa,podman,
 The image: a Debian bookworm `debootstrap --variant=minbase` rootfs (the
 mirror is the first bookworm `main` source in /etc/apt/sources.list(.d)),
 split into five gzip layers (the rest, usr/lib/x86_64-linux-gnu, usr/share,
-usr/bin+usr/sbin, var; /dev, /proc and /sys empty), written as an OCI image
+usr/bin+usr/sbin, var; /dev, /proc and /sys empty, the downloaded .debs and
+apt's *.bin caches removed), written as an OCI image
 layout (config: amd64/linux, Cmd ["bash"], diff_ids the sha256 of the
 uncompressed tars). It is built once and cached in /var/cache/capsa-bench/
 (--rebuild builds it again). The tars are made here with tarfile, sorted, with
@@ -77,6 +78,7 @@ TAG = "latest"
 TOOLS = ("capsa", "podman", "ctr", "skopeo")
 LABELS = {"capsa": "capsa", "podman": "podman", "ctr": "ctr (containerd)", "skopeo": "skopeo+umoci"}
 NS_MARK = "CAPSA_BENCH_PULL_NS"
+IMAGE_FORMAT = 2  # bump when the way the image is built changes; a cached image of another format is rebuilt
 # Subtrees that get a layer of their own, in layer order; everything else is the first layer.
 SPLIT = (("usr/lib/x86_64-linux-gnu",), ("usr/share",), ("usr/bin", "usr/sbin"), ("var",))
 EMPTIED = ("dev", "proc", "sys")  # kept as empty directories
@@ -169,6 +171,11 @@ def debootstrap(rootfs: str) -> None:
         with open(rootfs + ".log") as f:
             sys.exit(f"bench: debootstrap failed: {error_line(f.read())} (log: {rootfs}.log)")
     os.unlink(rootfs + ".log")
+    # What Debian's own images drop too: the downloaded .debs (45 MB gzip,
+    # already compressed) and apt's binary caches.
+    for path in glob.glob(os.path.join(rootfs, "var/cache/apt/archives/*.deb")) + \
+            glob.glob(os.path.join(rootfs, "var/cache/apt/*.bin")):
+        os.unlink(path)
 
 
 class HashingWriter:
@@ -282,7 +289,7 @@ def build_layout(rootfs: str, layout: str) -> dict:
                    "manifests": [mdesc]}, f)
     with open(os.path.join(layout, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
-    return {"manifest": mdesc["digest"], "debian_version": version, "layers": len(layers),
+    return {"format": IMAGE_FORMAT, "manifest": mdesc["digest"], "debian_version": version, "layers": len(layers),
             "compressed": sum(d["size"] for d in layers), "uncompressed": sum(sizes),
             "layer_sizes": [[d["size"], s] for d, s in zip(layers, sizes)]}
 
@@ -295,10 +302,10 @@ def cached_image(rebuild: bool) -> dict:
             summary = json.load(f)
         with open(os.path.join(CACHE, "oci", "index.json")) as f:
             digest = json.load(f)["manifests"][0]["digest"]
-        if digest == summary["manifest"] and os.path.exists(os.path.join(CACHE, "oci", "blobs", "sha256",
+        if summary.get("format") == IMAGE_FORMAT and digest == summary["manifest"] and os.path.exists(os.path.join(CACHE, "oci", "blobs", "sha256",
                                                                           digest.split(":")[1])):
             return summary
-        log("bench: the cached image is incomplete; building it again")
+        log("bench: the cached image is incomplete or from an older version of this script; building it again")
     os.makedirs(os.path.dirname(CACHE), exist_ok=True)
     work = tempfile.mkdtemp(prefix="capsa-bench-image-", dir="/var/tmp")
     try:
@@ -537,6 +544,7 @@ class Bench:
         log(f"bench: containerd (pid {svc.proc.pid}) at {self.sock}")
 
     def skopeo_dirs(self) -> tuple[str, str]:
+        os.makedirs(os.path.join(self.workdir, "skopeo"), exist_ok=True)  # skopeo wants oci:DIR's parent
         return os.path.join(self.workdir, "skopeo", "oci"), os.path.join(self.workdir, "skopeo", "bundle")
 
     def capsa_root(self, name: str = "capsa") -> str:

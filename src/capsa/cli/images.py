@@ -422,6 +422,7 @@ def cmd_login(args) -> int:
     from capsa.images import credentials
 
     host = registry_host(args.server)
+    credentials.load(credentials.path())  # a broken file fails before the registry is asked
     user = args.username or (input("Username: ") if sys.stdin.isatty() else None)
     if args.password_stdin:
         if args.password:

@@ -89,9 +89,9 @@ class GzipLayer:
         """Finish the gzip stream and put it in the content store."""
         self._out(self.compressor.flush())
         digest = f"{digests.ALGORITHM}:{self.blob_hash.hexdigest()}"
-        self.file.seek(0)
-        with store.content.ingest(digest, self.size) as ingest:
-            if not ingest.done:
+        if not store.content.has(digest):
+            self.file.seek(0)
+            with store.content.ingest(digest, self.size) as ingest:
                 ingest.restart()
                 while chunk := self.file.read(CHUNK):
                     ingest.write(chunk)
