@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import stat
+import struct
 import tarfile
 
 import pytest
@@ -166,6 +167,21 @@ def test_decompressor_reads_every_zstd_frame():
     assert u.decompressor(io.BytesIO(blob), ZSTD).read() == b"first second"
 
 
+def test_zstd_framing_is_followed_across_any_read_size():
+    compress = zstandard.ZstdCompressor(write_checksum=True).compress
+    skippable = (0x184D2A53).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+    blob = skippable + compress(os.urandom(70000) + bytes(200000)) + compress(b"")
+    frames = u.ZstdFrames()
+    for i in range(len(blob)):
+        frames.feed(blob[i : i + 1])
+    frames.check_end()
+    for cut in (1, 5, 12, len(blob) // 2, len(blob) - 1):
+        frames = u.ZstdFrames()
+        frames.feed(blob[:cut])
+        with pytest.raises(InvalidArgument, match="zstd: unexpected end of stream"):
+            frames.check_end()
+
+
 def test_decompressor_passes_a_plain_tar_through():
     source = io.BytesIO(b"x")
     assert u.decompressor(source, TAR) is source
@@ -197,6 +213,26 @@ def test_a_broken_stream_is_invalid(dest, case):
     with pytest.raises(InvalidArgument, match="^broken layer: ") as raised:
         u.unpack(io.BytesIO(mangle(raw)), media_type, str(dest), overlay=False)
     assert "\n" not in str(raised.value)
+
+
+def test_a_header_after_a_zero_block_is_broken(dest):
+    raw = tar(file("a", b"x"))
+    with pytest.raises(InvalidArgument, match="broken layer: data after a zero block"):
+        u.unpack(io.BytesIO(bytes(512) + raw), TAR, str(dest), overlay=False)
+
+
+def test_unknown_entry_types_are_unsupported(dest):
+    with pytest.raises(Unsupported, match='unsupported layer entry "vol": tar type'):
+        apply(dest, member("vol", b"V"))
+
+
+def test_pax_global_headers_are_ignored(dest):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "hi"}) as archive:
+        info, data = file("a", b"x")
+        archive.addfile(info, io.BytesIO(data))
+    u.unpack(io.BytesIO(buf.getvalue()), TAR, str(dest), overlay=False)
+    assert tree(dest) == ["a"]
 
 
 def test_a_tar_without_end_blocks_is_accepted_like_gos_reader(dest):
@@ -275,6 +311,18 @@ def test_long_names_in_every_format(dest):
 def test_non_utf8_names_are_written_as_they_are(dest):
     apply(dest, file("caf\udce9", b"latin-1"), fmt=tarfile.GNU_FORMAT)
     assert os.listdir(os.fsencode(dest)) == [b"caf\xe9"]
+
+
+def test_base_256_numbers(dest):
+    apply(dest, file("old", b"x", mtime=-5), file("new", b"y", mtime=8**11 + 3), fmt=tarfile.GNU_FORMAT)
+    assert os.lstat(dest / "old").st_mtime == -5
+    assert os.lstat(dest / "new").st_mtime == 8**11 + 3
+
+
+@needs_root
+def test_base_256_owners(dest):
+    apply(dest, file("f", b"x", uid=3_000_000, gid=4_000_000), fmt=tarfile.GNU_FORMAT)
+    assert (os.lstat(dest / "f").st_uid, os.lstat(dest / "f").st_gid) == (3_000_000, 4_000_000)
 
 
 def test_missing_parents_are_made_0755(dest):
@@ -415,7 +463,10 @@ def test_a_layer_cannot_set_overlay_xattrs_itself(dest):
 @needs_root
 def test_owners_devices_setuid_and_trusted_xattrs(dest):
     tool, data = file("bin/su", b"elf", mode=0o4755, uid=0, gid=42)
-    tool.pax_headers = {"SCHILY.xattr.trusted.note": "n", "SCHILY.xattr.security.capability": ""}
+    # cap_net_bind_service+ep: chown and writes drop it, so it must come after both
+    capability = struct.pack("<5I", 0x02000001, 1 << 10, 0, 0, 0)
+    tool.pax_headers = {"SCHILY.xattr.trusted.note": "n",
+                        "SCHILY.xattr.security.capability": capability.decode("latin-1")}
     link, _ = symlink("bin/link", "su", uid=5, gid=6)
     link.pax_headers = {"SCHILY.xattr.trusted.l": "v"}
     apply(
@@ -430,6 +481,7 @@ def test_owners_devices_setuid_and_trusted_xattrs(dest):
     su = os.lstat(dest / "bin" / "su")
     assert (su.st_uid, su.st_gid, stat.S_IMODE(su.st_mode)) == (0, 42, 0o4755)
     assert os.getxattr(dest / "bin" / "su", "trusted.note") == b"n"
+    assert os.getxattr(dest / "bin" / "su", "security.capability") == capability
     bin_ = os.lstat(dest / "bin")
     assert (bin_.st_uid, bin_.st_gid, stat.S_IMODE(bin_.st_mode)) == (3, 4, 0o750)
     assert (os.lstat(dest / "bin" / "link").st_uid, os.lstat(dest / "bin" / "link").st_gid) == (5, 6)
@@ -488,6 +540,7 @@ def test_refusal_messages(dest):
         ([hardlink("h", "../x")], 'refusing layer entry "h": its hardlink target "../x": it leaves the layer directory'),
         ([hardlink("h", "x")], 'refusing layer entry "h": its hardlink target "x" does not exist'),
         ([file("a\nb/../../x")], 'refusing layer entry "a\\nb/../../x": it leaves the layer directory'),
+        ([file("a/" * 2048)], f'refusing layer entry "{"a/" * 2048}": its name is longer than PATH_MAX'),
     ]  # fmt: skip
     for members, message in cases:
         with pytest.raises(InvalidArgument) as raised:

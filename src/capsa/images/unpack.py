@@ -44,6 +44,7 @@ INPUT_CHUNK = 256 << 10  # compressed bytes per read of the source
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 SPECIAL_MAX = 1 << 20  # pax headers and GNU long names, as Go caps them
+PATH_MAX = 4096
 
 _GZIP = "gzip"
 _ZSTD = "zstd"
@@ -142,7 +143,19 @@ def _show(name: bytes) -> str:
     return json.dumps(name.decode("utf-8", "backslashreplace"), ensure_ascii=False)
 
 
-class GzipReader(io.RawIOBase):
+class _Reader(io.RawIOBase):
+    """A read-only stream whose subclasses implement read()."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class GzipReader(_Reader):
     """gzip through zlib, member after member (pigz and `cat a.gz b.gz` make
     several); zero padding between members is allowed, as gzip(1) does."""
 
@@ -152,14 +165,6 @@ class GzipReader(io.RawIOBase):
         self._input = b""
         self._in_member = False
         self._members = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -200,7 +205,7 @@ class GzipReader(io.RawIOBase):
         return b""
 
 
-class ZstdReader(io.RawIOBase):
+class ZstdReader(_Reader):
     """zstd through the zstandard package's stream reader, which silently
     stops at a truncated frame; the compressed bytes are followed frame by
     frame (ZstdFrames) to tell a truncated stream from a finished one."""
@@ -212,14 +217,6 @@ class ZstdReader(io.RawIOBase):
         self._frames = ZstdFrames()
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             _Observed(source, self._frames), read_size=INPUT_CHUNK, read_across_frames=True)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -553,6 +550,8 @@ def _split(name: bytes) -> list[bytes]:
     is ever looked up through a "..": refuses names that leave the root."""
     if name.startswith(b"/"):
         raise Refused("it is an absolute path")
+    if len(name) >= PATH_MAX:  # containerd's limit too: it opens dest + name
+        raise Refused("its name is longer than PATH_MAX")
     parts: list[bytes] = []
     for part in name.split(b"/"):
         if part == b"..":
