@@ -207,7 +207,7 @@ def test_gzip_layer_hashes_the_tar_and_stores_a_reproducible_blob(tmp_path):
 
 
 class Pipe(io.RawIOBase):
-    """A non-seekable stream that hands out at most 7 bytes a read."""
+    """A non-seekable stream that hands out at most 3 bytes a read."""
 
     def __init__(self, data: bytes):
         self.data = data
@@ -216,7 +216,7 @@ class Pipe(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        n = min(len(buffer), 7, len(self.data))
+        n = min(len(buffer), 3, len(self.data))
         buffer[:n], self.data = self.data[:n], self.data[n:]
         return n
 

@@ -30,7 +30,8 @@ extracting any, verifies every byte, and records the images under the
 store's lock only once all of them are complete; a broken archive records
 nothing. A docker-archive becomes Docker schema 2 images whose layers are
 gzip-compressed on the way in (what `docker push` sends and every registry
-takes); its image IDs stay, its manifest digests are new. An archive that
+takes; the same tar always gives the same blob); its image IDs stay, its
+manifest digests are new, as with `docker load`. An archive that
 holds both formats (Docker 25's `docker save`) is read as the OCI layout,
 which keeps the manifest digests.
 """
@@ -52,7 +53,7 @@ from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, NotFou
 from capsa.images import digest as digests
 from capsa.images import manifest as manifests
 from capsa.images import mediatypes, pull, reference, unpack
-from capsa.images.importer import CHUNK, MAGIC_LENGTH, GzipLayer, compression_of, open_compressed
+from capsa.images.importer import CHUNK, GzipLayer, compression_of, open_compressed, read_head
 from capsa.images.manifest import Descriptor
 from capsa.images.store import Image, ImageStore
 
@@ -283,12 +284,16 @@ def load(store: ImageStore, source: BinaryIO) -> list[str]:
 
 @contextmanager
 def _failing(what: str):
+    """Errors inside as one line, "WHAT: why" (see importer._failing)."""
     try:
         yield
     except CapsaError as err:
         raise type(err)(f"{what}: {err}") from err
-    except (OSError, tarfile.TarError, EOFError) as err:
-        raise InvalidArgument(f"{what}: {getattr(err, 'strerror', None) or err}") from err
+    except (tarfile.TarError, EOFError) as err:
+        raise InvalidArgument(f"{what}: {err}") from err
+    except OSError as err:  # the machine's failure, not the input's
+        where = f": {err.filename}" if err.filename else ""
+        raise CapsaError(f"{what}: {err.strerror or err}{where}") from err
 
 
 @contextmanager
@@ -298,7 +303,7 @@ def _seekable(store: ImageStore, source: BinaryIO):
     under the store's root (the space a load needs is there anyway)."""
     start = _regular_file_offset(source)
     if start is not None:
-        head = source.read(MAGIC_LENGTH)
+        head = read_head(source)
         source.seek(start)
         if compression_of(head) is None:
             yield source
@@ -322,7 +327,7 @@ def _regular_file_offset(source: BinaryIO) -> int | None:
 
 class Archive:
     """The members of a tar in a seekable file, by normalised name. Only
-    regular files are read, through read() and copy(); nothing is ever
+    regular files are read, through read() and open(); nothing is ever
     written by a member's name, and a path from the archive's own metadata
     is looked up here, never on disk."""
 
@@ -337,7 +342,7 @@ class Archive:
                 # tarfile takes a cut-off header for the end of the archive;
                 # a cut-off member's data is caught here.
                 if info.isreg() and info.offset_data + info.size > end:
-                    raise InvalidArgument(f"the archive is truncated: {info.name!r} ends past its end")
+                    raise InvalidArgument(f"the archive is truncated: it ends inside {info.name!r}")
                 if (name := _normalise(info.name)) is not None:
                     self.members[name] = info  # a later member of the same name wins, as tar extracts
         except tarfile.TarError as err:
@@ -418,9 +423,11 @@ def _docker_layer(store: ImageStore, archive: Archive, path: str, diff_id: str, 
     if info.name not in done:
         layer = GzipLayer(store)
         try:
-            with archive.open(info) as source:
+            # Docker reads a compressed layer.tar too; its diff ID is of the tar.
+            with archive.open(info) as member, open_compressed(member) as source:
                 while chunk := source.read(CHUNK):
                     layer.write(chunk)
+            layer.finish()
             if layer.diff_id != diff_id:  # checked before it is stored
                 raise _diff_id_mismatch(path, layer.diff_id, diff_id)
             done[info.name] = (layer.store(store, mediatypes.DOCKER_LAYER), layer.diff_id)

@@ -4,8 +4,8 @@ import` takes it) becomes a one-layer image.
 A directory is written as a PAX tar the way `tar -C DIR -c .` lists it
 ("./", "./etc/", "./etc/passwd", in sorted order), with numeric owners,
 modes, whole-second mtimes, symlinks, hardlinks, devices, fifos and extended
-attributes; sockets are skipped, as tar does. A tarball (plain, gzip or
-zstd) is the layer as it is. Either way the uncompressed bytes give the
+attributes; sockets are skipped, as tar does. A tarball (plain, gzip,
+zstd, bzip2 or xz) is the layer as it is. Either way the uncompressed bytes give the
 diff ID and are stored gzip-compressed; the OCI config and manifest are
 written around them and the image is recorded under the store's lock:
 
@@ -23,11 +23,13 @@ import io
 import lzma
 import os
 import posixpath
+import queue
 import shlex
 import stat
 import sys
 import tarfile
 import tempfile
+import threading
 import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -57,37 +59,73 @@ CHANGE_INSTRUCTIONS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "STOPSIGNA
 
 
 class GzipLayer:
-    """An uncompressed layer tar, written in with write(): hashed as it
-    arrives (the diff ID) and gzip-compressed into a temporary file under
-    the store's root, which `store()` moves into the content store.
+    """An uncompressed layer tar, written in with write() and ended with
+    finish(): hashed (the diff ID) and gzip-compressed into a temporary
+    file under the store's root, which `store()` moves into the content
+    store; close() always.
 
-    The gzip stream has no name and no time, so the same tar always makes
-    the same blob."""
+    Hashing and compressing run in a thread of their own, beside whatever
+    produces the tar: zlib and hashlib let go of the GIL, so on two cores
+    building a tar costs little more than compressing it. The gzip stream
+    has no name and no time: the same tar always makes the same blob."""
 
     def __init__(self, store: ImageStore):
         self.file = tempfile.TemporaryFile(dir=store.root)
-        self.compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
         self.diff_hash = hashlib.sha256()
         self.blob_hash = hashlib.sha256()
         self.size = 0
+        self._pending = bytearray()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._worker = threading.Thread(target=self._compress, name="gzip", daemon=True)
+        self._worker.start()
 
     def write(self, data: bytes) -> int:
-        self.diff_hash.update(data)
-        self._out(self.compressor.compress(data))
+        self._pending += data
+        if len(self._pending) >= CHUNK:
+            self._hand_over()
         return len(data)
+
+    def _hand_over(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put(bytes(self._pending))
+        self._pending.clear()
+
+    def _compress(self) -> None:
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                self.diff_hash.update(chunk)
+                self._out(compressor.compress(chunk))
+            self._out(compressor.flush())
+        except BaseException as err:  # noqa: BLE001 - raised in the writing thread
+            self._error = err
+            while self._chunks.get() is not None:  # keep the writer from blocking
+                pass
 
     def _out(self, data: bytes) -> None:
         self.blob_hash.update(data)
         self.file.write(data)
         self.size += len(data)
 
+    def finish(self) -> None:
+        """The tar is complete: wait for the last of it to be compressed."""
+        if self._worker.is_alive():
+            self._hand_over()
+            self._chunks.put(None)
+            self._worker.join()
+        if self._error is not None:
+            raise self._error
+
     @property
     def diff_id(self) -> str:
+        """The tar's digest (after finish())."""
         return f"{digests.ALGORITHM}:{self.diff_hash.hexdigest()}"
 
     def store(self, store: ImageStore, media_type: str) -> Descriptor:
-        """Finish the gzip stream and put it in the content store."""
-        self._out(self.compressor.flush())
+        """Put the finished gzip blob in the content store."""
+        self.finish()
         digest = f"{digests.ALGORITHM}:{self.blob_hash.hexdigest()}"
         if not store.content.has(digest):
             self.file.seek(0)
@@ -99,6 +137,10 @@ class GzipLayer:
         return Descriptor(media_type, digest, self.size)
 
     def close(self) -> None:
+        if self._worker.is_alive():  # abandoned: let the thread end
+            self._error = self._error or InvalidArgument("layer abandoned")
+            self._chunks.put(None)
+            self._worker.join()
         self.file.close()
 
 
@@ -209,6 +251,7 @@ def layer_from_dir(store: ImageStore, root: str) -> GzipLayer:
     layer = GzipLayer(store)
     try:
         write_tree(root, layer)
+        layer.finish()
     except BaseException:
         layer.close()
         raise
@@ -223,6 +266,7 @@ def layer_from_tarball(store: ImageStore, source: BinaryIO) -> GzipLayer:
         with open_compressed(source) as tar_bytes:
             while chunk := tar_bytes.read(CHUNK):
                 layer.write(chunk)
+        layer.finish()
     except BaseException:
         layer.close()
         raise
@@ -234,11 +278,20 @@ def compression_of(head: bytes) -> str | None:
     return next((kind for magic, kind in _MAGICS.items() if head.startswith(magic)), None)
 
 
+def read_head(source: BinaryIO) -> bytes:
+    """The first MAGIC_LENGTH bytes of SOURCE (fewer only at its end): a
+    pipe may hand them out a few at a time."""
+    head = b""
+    while len(head) < MAGIC_LENGTH and (more := source.read(MAGIC_LENGTH - len(head))):
+        head += more
+    return head
+
+
 def open_compressed(source: BinaryIO) -> BinaryIO:
     """SOURCE's bytes, decompressed if compression_of() names their
     compression (what `docker load` and `docker import` take); SOURCE may
     be a pipe."""
-    head = source.read(MAGIC_LENGTH)
+    head = read_head(source)
     source = _Rewound(head, source)
     kind = compression_of(head)
     if kind == "gzip":
@@ -461,11 +514,14 @@ def _read_layer(store: ImageStore, source: str) -> GzipLayer:
 
 @contextmanager
 def _failing(what: str):
-    """Errors inside as one line: "WHAT: why", of the same class (an OSError
-    or a broken tar is InvalidArgument)."""
+    """Errors inside as one line, "WHAT: why": a CapsaError keeps its class,
+    a broken tar is InvalidArgument, an OSError a plain CapsaError."""
     try:
         yield
     except CapsaError as err:
         raise type(err)(f"{what}: {err}") from err
-    except (OSError, tarfile.TarError, EOFError) as err:
-        raise InvalidArgument(f"{what}: {getattr(err, 'strerror', None) or err}") from err
+    except (tarfile.TarError, EOFError) as err:
+        raise InvalidArgument(f"{what}: {err}") from err
+    except OSError as err:  # the machine's failure, not the input's
+        where = f": {err.filename}" if err.filename else ""
+        raise CapsaError(f"{what}: {err.strerror or err}{where}") from err

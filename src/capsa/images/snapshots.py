@@ -88,13 +88,9 @@ class Snapshots:
 
 
 def remove_tree(path: str) -> None:
+    """Remove PATH whatever its modes (root needs no write bits); what
+    cannot go now, sweep() takes later."""
     shutil.rmtree(path, ignore_errors=True)
-    if os.path.lexists(path):  # a read-only directory inside: make it writable
-        for dirpath, dirnames, _ in os.walk(path):
-            for name in dirnames:
-                os.chmod(os.path.join(dirpath, name), 0o700, follow_symlinks=False)
-        os.chmod(path, 0o700)
-        shutil.rmtree(path)
 
 
 def overlay_available() -> bool:

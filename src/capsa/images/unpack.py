@@ -38,6 +38,7 @@ import zlib
 from dataclasses import dataclass
 
 from capsa.errors import CapsaError, InvalidArgument, Unsupported
+from capsa.images import mediatypes
 
 CHUNK = 1 << 20  # uncompressed bytes per read, and per write of file content
 INPUT_CHUNK = 256 << 10  # compressed bytes per read of the source
@@ -45,22 +46,25 @@ BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 SPECIAL_MAX = 1 << 20  # pax headers and GNU long names, as Go caps them
 PATH_MAX = 4096
+NAME_MAX = 255
+# Deeper trees would break every recursive walker that meets them later
+# (shutil.rmtree, os.walk: Python's recursion limit is 1000).
+DEPTH_MAX = 512
 
 _GZIP = "gzip"
 _ZSTD = "zstd"
+# Layer media type -> compression; the nondistributable ones and Docker's
+# uncompressed and zstd ones are rare but still met in registries.
 MEDIA_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar": None,
-    "application/vnd.oci.image.layer.v1.tar+gzip": _GZIP,
-    "application/vnd.oci.image.layer.v1.tar+zstd": _ZSTD,
+    mediatypes.OCI_LAYER: None, mediatypes.OCI_LAYER_GZIP: _GZIP, mediatypes.OCI_LAYER_ZSTD: _ZSTD,
+    mediatypes.DOCKER_LAYER: _GZIP, mediatypes.DOCKER_FOREIGN_LAYER: _GZIP,
     "application/vnd.oci.image.layer.nondistributable.v1.tar": None,
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": _GZIP,
     "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": _ZSTD,
     "application/vnd.docker.image.rootfs.diff.tar": None,
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": _GZIP,
     "application/vnd.docker.image.rootfs.diff.tar.zstd": _ZSTD,
     "application/vnd.docker.image.rootfs.foreign.diff.tar": None,
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": _GZIP,
-}
+}  # fmt: skip
 
 # Entry kinds: the tar typeflags we write ("0", "\0" and "7" all become REG).
 REG, LINK, SYMLINK, CHR, BLK, DIR, FIFO = b"0", b"1", b"2", b"3", b"4", b"5", b"6"
@@ -252,6 +256,7 @@ class ZstdFrames:
         self._parse = self._magic
         self._held = b""
         self._skip = 0  # bytes of block content (or skippable frame) to pass over
+        self._checksum = 0  # bytes after the current frame's last block
         self._frames = 0
 
     def feed(self, data: bytes) -> None:
@@ -558,8 +563,12 @@ def _split(name: bytes) -> list[bytes]:
             if not parts:
                 raise Refused("it leaves the layer directory")
             parts.pop()
+        elif len(part) > NAME_MAX:
+            raise Refused("a component of its name is longer than NAME_MAX")
         elif part and part != b".":
             parts.append(part)
+    if len(parts) > DEPTH_MAX:
+        raise Refused(f"it is nested more than {DEPTH_MAX} directories deep")
     return parts
 
 
@@ -664,6 +673,8 @@ class Layer:
         base = parts[-1]
         if base.startswith(WHITEOUT):
             return self._whiteout(entry, parts)
+        if entry.kind == LINK:
+            return self._link(entry, parts)
         parent = self._parent(entry, parts)
         if not self.overlay:
             self._touch(parts)
@@ -674,10 +685,10 @@ class Layer:
             self._make_dir(parent, base)
             self.dir_entries[tuple(parts)] = entry
         elif kind == SYMLINK:
+            if not entry.link:
+                raise _refuse(entry, "it is a symlink to nothing")
             self._replace(parent, base, lambda: os.symlink(entry.link, base, dir_fd=parent))
             self._set_metadata_at(parent, base, entry, mode=False)
-        elif kind == LINK:
-            self._link(parent, base, entry, parts)
         else:
             self._make_node(parent, base, entry)
 
@@ -762,7 +773,7 @@ class Layer:
             self._replace(parent, name, lambda: os.mknod(name, kind | 0o600, device, dir_fd=parent))
         self._set_metadata_at(parent, name, entry, mode=True)
 
-    def _link(self, parent: int, name: bytes, entry: Entry, parts: list[bytes]) -> None:
+    def _link(self, entry: Entry, parts: list[bytes]) -> None:
         """A hardlink to an entry already in DEST (in overlay form: in this
         layer), found the same way as any entry: never through a symlink."""
         try:
@@ -771,6 +782,8 @@ class Layer:
                 raise Refused("it is the layer directory")
             if target == parts:
                 return  # a link to itself: nothing to do
+            if target[: len(parts)] == parts:
+                raise Refused("it is inside the entry it would replace")
             source_dir = self._walk(target[:-1])
         except Refused as err:
             raise _refuse(entry, f"its hardlink target {_show(entry.link)}: {err}") from None
@@ -781,6 +794,9 @@ class Layer:
                 raise _refuse(entry, f"its hardlink target {_show(entry.link)} does not exist") from None
             if stat.S_ISDIR(mode):
                 raise _refuse(entry, f"its hardlink target {_show(entry.link)} is a directory")
+            parent, name = self._parent(entry, parts), parts[-1]
+            if not self.overlay:
+                self._touch(parts)
             self._replace(parent, name, lambda: os.link(target[-1], name, src_dir_fd=source_dir,
                                                         dst_dir_fd=parent, follow_symlinks=False))  # fmt: skip
         finally:
@@ -813,7 +829,7 @@ class Layer:
         if base.startswith(WHITEOUT + WHITEOUT):
             return  # aufs's own metadata (.wh..wh.plnk, .wh..wh.aufs): not content
         name = base[len(WHITEOUT) :]
-        if name in (b".", b".."):
+        if name in (b"", b".", b".."):
             raise _refuse(entry, "it is not a valid whiteout")
         parent = self._parent(entry, parts)
         if not self.overlay:
