@@ -334,9 +334,7 @@ def _save(p) -> None:
 def cmd_save(args) -> int:
     from capsa.images import archive
 
-    store = open_store(args)
-    for name in args.images:
-        store.lookup(name)  # unknown names fail before anything is written
+    store = open_store(args)  # save checks every name before it writes
     if args.output is None:
         if sys.stdout.isatty():
             raise InvalidArgument("cowardly refusing to save to a terminal; use -o or redirect stdout")

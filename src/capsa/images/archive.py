@@ -274,7 +274,7 @@ def load(store: ImageStore, source: BinaryIO) -> list[str]:
                 raise InvalidArgument("the archive has neither manifest.json nor oci-layout: "
                                       "it is not a docker-archive nor an oci-archive")  # fmt: skip
             for item in loaded:  # everything unpacked and verified before the first image is recorded
-                _unpack_layers(store, item.manifest)
+                pull.unpack_missing(store, item.manifest)
             found = []
             for item in loaded:
                 image = pull.install(store, item.manifest, [(name, "tag") for name in item.names], item.blobs)
@@ -556,15 +556,3 @@ def name_from_annotations(annotations: dict) -> str | None:
     except InvalidArgument as err:
         raise InvalidArgument(f"index.json names an image {text!r}: {err}") from None
     return None if ref.digest else str(ref)
-
-
-def _unpack_layers(store: ImageStore, manifest_digest: str) -> None:
-    """Unpack the layers of a loaded image that have no snapshot yet (what
-    pull.install would do), so a broken layer fails before any image is
-    recorded."""
-    manifest = manifests.parse_manifest(store.content.read(manifest_digest), f"manifest {manifest_digest}")
-    config = manifests.parse_config(store.content.read(manifest.config.digest), f"config {manifest.config.digest}")
-    chains = digests.chain_ids(config.diff_ids)
-    for i, (layer, diff_id, chain) in enumerate(zip(manifest.layers, config.diff_ids, chains)):
-        if store.snapshots.get(chain) is None:
-            pull.unpack_stored(store, layer, diff_id, chain, chains[i - 1] if i else None)

@@ -197,9 +197,22 @@ def names_for(ref: Reference, target: str) -> list[tuple[str, str]]:
 def install(store: ImageStore, manifest_digest: str, names: list[tuple[str, str]],
             blobs: tuple[str, ...] = ()) -> Image:  # fmt: skip
     """Record the image whose manifest, config and layers are already in
-    the content store (load, import, a commit): unpack the layers that have
-    no snapshot yet, then add the image with NAMES. The caller holds the
+    the content store (load, import): unpack the layers that have no
+    snapshot yet, then add the image with NAMES. The caller holds the
     store's lock. BLOBS: more blobs the image keeps (an index)."""
+    manifest, config, size = unpack_missing(store, manifest_digest)
+    chains = digests.chain_ids(config.diff_ids)
+    image = Image(id=manifest.config.digest, manifest=manifest_digest, manifest_type=manifest.media_type,
+                  platform=str(config.platform), chain=chains[-1] if chains else None, size=size,
+                  created=config.created, added=time.time())  # fmt: skip
+    needed = [*blobs, manifest_digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)]
+    store.add(image, needed, names)
+    return store.get(image.id)
+
+
+def unpack_missing(store: ImageStore, manifest_digest: str) -> tuple[manifests.Manifest, manifests.Config, int]:
+    """Unpack the stored image's layers that have no snapshot yet; returns
+    its manifest, config and unpacked size."""
     manifest = manifests.parse_manifest(store.content.read(manifest_digest), f"manifest {manifest_digest}")
     config = manifests.parse_config(store.content.read(manifest.config.digest), f"config {manifest.config.digest}")
     if len(config.diff_ids) != len(manifest.layers):
@@ -211,12 +224,7 @@ def install(store: ImageStore, manifest_digest: str, names: list[tuple[str, str]
         if (row := store.snapshots.get(chain)) is None:
             row = unpack_stored(store, layer, diff_id, chain, chains[i - 1] if i else None)
         size += row["size"]
-    image = Image(id=manifest.config.digest, manifest=manifest_digest, manifest_type=manifest.media_type,
-                  platform=str(config.platform), chain=chains[-1] if chains else None, size=size,
-                  created=config.created, added=time.time())  # fmt: skip
-    needed = [*blobs, manifest_digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)]
-    store.add(image, needed, names)
-    return store.get(image.id)
+    return manifest, config, size
 
 
 def unpack_stored(store: ImageStore, layer: manifests.Descriptor, diff_id: str, chain: str,
