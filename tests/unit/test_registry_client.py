@@ -11,7 +11,6 @@ import socket
 import ssl
 import struct
 import threading
-import time
 
 import httpx
 import pytest

@@ -49,11 +49,11 @@ from datetime import datetime
 from typing import BinaryIO
 
 from capsa import fastjson as json
-from capsa.errors import CapsaError, FailedPrecondition, InvalidArgument, NotFound
+from capsa.errors import FailedPrecondition, InvalidArgument, NotFound
 from capsa.images import digest as digests
 from capsa.images import manifest as manifests
 from capsa.images import mediatypes, pull, reference, unpack
-from capsa.images.importer import CHUNK, GzipLayer, compression_of, open_compressed, read_head
+from capsa.images.importer import CHUNK, GzipLayer, failing, compression_of, open_compressed, read_head
 from capsa.images.manifest import Descriptor
 from capsa.images.store import Image, ImageStore
 
@@ -263,7 +263,7 @@ def load(store: ImageStore, source: BinaryIO) -> list[str]:
     """Load the images of the docker-archive or oci-archive tar SOURCE
     (plain or compressed; it may be a pipe). Returns, per image, its names
     ("docker.io/library/busybox:latest"), or its ID if it has none."""
-    with _failing("failed to load images"), _seekable(store, source) as file:
+    with failing("failed to load images"), _seekable(store, source) as file:
         archive = Archive(file)
         with store.lock():  # garbage collection must not take the blobs before the images name them
             if archive.has("oci-layout"):
@@ -280,20 +280,6 @@ def load(store: ImageStore, source: BinaryIO) -> list[str]:
                 image = pull.install(store, item.manifest, [(name, "tag") for name in item.names], item.blobs)
                 found += item.names or [image.id]
             return found
-
-
-@contextmanager
-def _failing(what: str):
-    """Errors inside as one line, "WHAT: why" (see importer._failing)."""
-    try:
-        yield
-    except CapsaError as err:
-        raise type(err)(f"{what}: {err}") from err
-    except (tarfile.TarError, EOFError) as err:
-        raise InvalidArgument(f"{what}: {err}") from err
-    except OSError as err:  # the machine's failure, not the input's
-        where = f": {err.filename}" if err.filename else ""
-        raise CapsaError(f"{what}: {err.strerror or err}{where}") from err
 
 
 @contextmanager

@@ -305,20 +305,12 @@ def open_compressed(source: BinaryIO) -> BinaryIO:
     return io.BufferedReader(source, CHUNK)
 
 
-class _Rewound(io.RawIOBase):
+class _Rewound(unpack.Reader):
     """SOURCE with HEAD, already read from it, put back in front."""
 
     def __init__(self, head: bytes, source: BinaryIO):
         self._head = head
         self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def read(self, size: int = -1) -> bytes:
         if not self._head:
@@ -481,7 +473,7 @@ def import_rootfs(store: ImageStore, source: str, ref: Reference | None, platfor
     if source.startswith(("http://", "https://")):
         raise Unsupported(f"failed to import {source}: importing from a URL is not supported")
     apply_changes({}, changes)  # a bad change fails before any work
-    with _failing(f"failed to import {source}"):
+    with failing(f"failed to import {source}"):
         layer = _read_layer(store, source)
         try:
             created = now_rfc3339()
@@ -513,9 +505,10 @@ def _read_layer(store: ImageStore, source: str) -> GzipLayer:
 
 
 @contextmanager
-def _failing(what: str):
+def failing(what: str):
     """Errors inside as one line, "WHAT: why": a CapsaError keeps its class,
-    a broken tar is InvalidArgument, an OSError a plain CapsaError."""
+    a broken tar is InvalidArgument, an OSError a plain CapsaError (used by
+    archive.py too)."""
     try:
         yield
     except CapsaError as err:

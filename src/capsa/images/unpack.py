@@ -147,7 +147,7 @@ def _show(name: bytes) -> str:
     return json.dumps(name.decode("utf-8", "backslashreplace"), ensure_ascii=False)
 
 
-class _Reader(io.RawIOBase):
+class Reader(io.RawIOBase):
     """A read-only stream whose subclasses implement read()."""
 
     def readable(self) -> bool:
@@ -159,7 +159,7 @@ class _Reader(io.RawIOBase):
         return len(data)
 
 
-class GzipReader(_Reader):
+class GzipReader(Reader):
     """gzip through zlib, member after member (pigz and `cat a.gz b.gz` make
     several); zero padding between members is allowed, as gzip(1) does."""
 
@@ -209,7 +209,7 @@ class GzipReader(_Reader):
         return b""
 
 
-class ZstdReader(_Reader):
+class ZstdReader(Reader):
     """zstd through the zstandard package's stream reader, which silently
     stops at a truncated frame; the compressed bytes are followed frame by
     frame (ZstdFrames) to tell a truncated stream from a finished one."""
