@@ -1,9 +1,9 @@
 """capsa.db: the SQLite database that is the single source of truth for the
-engine's metadata (images, names, snapshots; containers come later).
+engine's metadata: images, their names and snapshots, and containers.
 
 WAL mode lets readers run beside one writer; every multi-step change is one
-transaction (`with Transaction(conn):`). The schema is created on first open; later
-versions add migrations keyed by `PRAGMA user_version`.
+transaction (`with Transaction(conn):`). The schema is built by MIGRATIONS,
+applied in order on open; `PRAGMA user_version` counts those applied.
 """
 
 import os
@@ -12,7 +12,7 @@ import threading
 
 FILE = "capsa.db"
 
-SCHEMA = """
+IMAGES = """
 CREATE TABLE images (
     id TEXT PRIMARY KEY,              -- the config's digest: Docker's image ID
     manifest TEXT NOT NULL,           -- digest of the platform's manifest
@@ -44,7 +44,40 @@ CREATE TABLE snapshots (
 );
 """
 
-VERSION = 1
+CONTAINERS = """
+CREATE TABLE containers (
+    id TEXT PRIMARY KEY,              -- 64 hex digits
+    name TEXT UNIQUE NOT NULL,
+    image TEXT NOT NULL REFERENCES images(id),
+    image_name TEXT NOT NULL,         -- as the user named it
+    created REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('created', 'running', 'paused', 'exited', 'dead')),
+    pid INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER NOT NULL DEFAULT 0,
+    oom_killed INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT NOT NULL DEFAULT '',
+    finished_at TEXT NOT NULL DEFAULT '',
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    runtime TEXT NOT NULL,
+    config TEXT NOT NULL              -- JSON: the options it was created with
+);
+CREATE INDEX containers_image ON containers(image);
+CREATE TABLE volumes (
+    name TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',   -- JSON
+    anonymous INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE container_volumes (
+    container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    volume TEXT NOT NULL REFERENCES volumes(name),
+    PRIMARY KEY (container, volume)
+);
+"""
+
+# Each entry moves the schema one version up; never edit one that shipped.
+MIGRATIONS = (IMAGES, CONTAINERS)
+VERSION = len(MIGRATIONS)
 
 
 class Connection(sqlite3.Connection):
@@ -75,12 +108,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchone()[0] < 1:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for schema in MIGRATIONS[version:]:
             # executescript() would commit midway: run the statements one by one.
-            for statement in SCHEMA.split(";"):
+            for statement in schema.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {VERSION}")
+        conn.execute(f"PRAGMA user_version = {VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

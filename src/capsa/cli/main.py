@@ -23,7 +23,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from capsa.cli import images
+    from capsa.cli import containers, images, run
 
     parser = Parser(prog="capsa", description="A daemonless container engine.")
     parser.add_argument("--root", default=None,
@@ -32,6 +32,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"capsa version {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     images.register(commands)
+    run.register(commands)
+    containers.register(commands)
     return parser
 
 

@@ -1,0 +1,317 @@
+"""`capsa create`, `run`, `exec` and `attach`: Docker's flags into
+RunOptions, the container's streams to this terminal, and Docker's exit
+codes (125: capsa failed, 126: the command cannot run, 127: not found,
+else the container's own)."""
+
+import argparse
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+
+from capsa import fastjson
+from capsa.errors import CapsaError, InvalidArgument
+
+DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q
+
+
+def add_run_flags(p, run: bool) -> None:
+    p.add_argument("--help", action="help", help="show this help")
+    if run:
+        p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
+        p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    else:
+        p.set_defaults(detach=True, rm=False)
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    p.add_argument("--name")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--group-add", action="append", default=[])
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("--mount", action="append", default=[])
+    p.add_argument("--tmpfs", action="append", default=[])
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("--entrypoint")
+    p.add_argument("-h", "--hostname")
+    p.add_argument("-m", "--memory")
+    p.add_argument("--memory-swap")
+    p.add_argument("--cpus")
+    p.add_argument("-c", "--cpu-shares", type=int)
+    p.add_argument("--cpuset-cpus")
+    p.add_argument("--pids-limit", type=int)
+    p.add_argument("--ulimit", action="append", default=[])
+    p.add_argument("--restart", default="no")
+    p.add_argument("--stop-signal")
+    p.add_argument("--stop-timeout", type=int)
+    p.add_argument("--init", action="store_true")
+    p.add_argument("--runtime")
+    p.add_argument("--health-cmd")
+    p.add_argument("--health-interval")
+    p.add_argument("--health-timeout")
+    p.add_argument("--health-retries", type=int)
+    p.add_argument("--health-start-period")
+    p.add_argument("--no-healthcheck", action="store_true")
+    p.add_argument("--log-opt", action="append", default=[])
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--network", "--net", default="none", choices=["none"], help="none (networks come later)")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(handler=cmd_run if run else cmd_create)
+
+
+def run_options(args):
+    from capsa.engine import options
+
+    return options.from_flags(args)
+
+
+def pull_missing(args):
+    def pull(name: str) -> None:
+        from capsa.cli.images import cmd_pull
+
+        sys.stderr.write(f"Unable to find image '{name}' locally\n")
+        cmd_pull(argparse.Namespace(root=args.root, name=name, quiet=False, platform=None))
+
+    return pull
+
+
+def cmd_create(args) -> int:
+    from capsa.cli.containers import open_engine
+
+    with exit_codes():
+        container = open_engine(args).create(run_options(args), pull_missing(args))
+    print(container.id)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from capsa.cli.containers import open_engine
+
+    engine = open_engine(args)
+    with exit_codes():
+        if args.detach and args.rm and args.restart != "no":
+            raise InvalidArgument("conflicting options: cannot both remove and restart containers")
+        container = engine.create(run_options(args), pull_missing(args))
+        try:
+            container = engine.start(container)
+        except CapsaError:
+            if args.rm:
+                engine.remove(container, force=True)
+            raise
+    if args.detach:
+        print(container.id)
+        return 0
+    try:
+        return attach_and_wait(engine, container, stdin=args.interactive)
+    finally:
+        if args.rm:
+            engine.remove(engine.containers.get(container.id), force=True, volumes=True)
+
+
+class exit_codes:
+    """Map a failure to start to Docker's exit codes: 127 when the command
+    is not found, 126 when it cannot be run, else 125."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if kind is None or not issubclass(kind, CapsaError):
+            return False
+        text = str(err)
+        code = 127 if ("not found" in text and "executable" in text) or "no such file or directory" in text.lower() \
+            else 126 if "permission denied" in text.lower() else 125
+        sys.stderr.write(f"capsa: {text}\n")
+        raise SystemExit(code)
+
+
+# -- streams
+
+
+def attach_and_wait(engine, container, stdin: bool) -> int:
+    """Show the container's output until it exits (and feed it stdin);
+    its exit code, or 0 when the user detaches."""
+    options = container.config
+    if options.get("tty") or stdin:
+        if _attached(engine, container, tty=bool(options.get("tty")), stdin=stdin) == "detached":
+            return 0
+    else:
+        from capsa.cli.containers import write_entries
+        from capsa.engine import logs
+
+        running = lambda: engine.refresh(engine.containers.get(container.id)).state in ("running", "paused")  # noqa: E731
+        write_entries(logs.follow(engine.paths(container).log, running, from_start=True))
+    return engine.wait(engine.containers.get(container.id))
+
+
+def _attached(engine, container, tty: bool, stdin: bool) -> str:
+    from capsa.engine import shim
+
+    path = engine.paths(container).socket
+    conn, _ = shim.connect(path, {"op": "attach", "stdin": stdin}, timeout=None)
+    terminal = tty and os.isatty(0)
+    saved = _raw_terminal() if terminal else None
+    if terminal:
+        _resize(path)
+        signal.signal(signal.SIGWINCH, lambda *_: _resize(path))
+    try:
+        return _pump(conn, tty, stdin)
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        conn.close()
+
+
+def _pump(conn: socket.socket, tty: bool, stdin: bool) -> str:
+    readers = [conn] + ([sys.stdin.fileno()] if stdin else [])
+    frames = b""
+    previous = b""
+    while True:
+        ready, _, _ = select.select(readers, [], [])
+        if conn in ready:
+            data = conn.recv(65536)
+            if not data:
+                return "exited"
+            if tty:
+                os.write(1, data)
+            else:
+                frames = _write_frames(frames + data)
+        if stdin and sys.stdin.fileno() in ready:
+            data = os.read(0, 65536)
+            if not data:
+                conn.shutdown(socket.SHUT_WR)
+                readers.remove(sys.stdin.fileno())
+                continue
+            if tty and DETACH_KEYS in previous[-1:] + data:
+                return "detached"
+            previous = data
+            conn.sendall(data)
+
+
+def _write_frames(buffer: bytes) -> bytes:
+    """Write every complete Docker stream frame; return the rest."""
+    while len(buffer) >= 8:
+        kind, length = buffer[0], struct.unpack(">I", buffer[4:8])[0]
+        if len(buffer) < 8 + length:
+            break
+        os.write(2 if kind == 2 else 1, buffer[8:8 + length])
+        buffer = buffer[8 + length:]
+    return buffer
+
+
+def _raw_terminal():
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(0)
+    tty.setraw(0)
+    return saved
+
+
+def _resize(path: str) -> None:
+    from capsa.engine import shim
+
+    size = os.get_terminal_size(0)
+    try:
+        shim.call(path, "resize", rows=size.lines, cols=size.columns)
+    except CapsaError:
+        pass
+
+
+# -- exec
+
+
+def add_exec_flags(p) -> None:
+    p.description = "Run a command in a running container."
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-w", "--workdir")
+    p.add_argument("-u", "--user")
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    p.set_defaults(handler=cmd_exec)
+
+
+def cmd_exec(args) -> int:
+    from capsa.cli.containers import open_engine
+    from capsa.engine import users
+
+    if not args.command:
+        raise InvalidArgument("exec needs a command to run")
+    engine = open_engine(args)
+    container = engine.refresh(engine.containers.lookup(args.container))
+    if container.state != "running":
+        raise CapsaError(f"Container {container.id} is not running")
+    paths = engine.paths(container)
+    with open(paths.in_bundle("config.json")) as f:
+        process = fastjson.loads(f.read())["process"]
+    process.update(args=args.command, terminal=args.tty)
+    process["env"] = _merge_env(process.get("env", []), args.env)
+    if args.workdir:
+        process["cwd"] = args.workdir
+    if args.user:
+        user = users.resolve(paths.rootfs, args.user, [])
+        process["user"] = {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids}
+    with tempfile.NamedTemporaryFile("w", dir=paths.bundle, prefix="exec-", suffix=".json") as spec:
+        spec.write(fastjson.dumps(process))
+        spec.flush()
+        argv = [container.runtime, "--root", paths.runtime_root, "exec", "--process", spec.name]
+        argv += ["--detach"] if args.detach else []
+        result = subprocess.run([*argv, container.id], stdin=None if args.interactive or args.tty
+                                else subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)  # fmt: skip
+    error = result.stderr.decode(errors="replace")
+    sys.stderr.write(error)
+    if result.returncode != 0 and ("exec failed" in error or "executable file not found" in error):
+        return 127 if "not found" in error or "no such file" in error else 126
+    return result.returncode
+
+
+def _merge_env(base: list[str], extra: list[str]) -> list[str]:
+    env = dict(item.split("=", 1) if "=" in item else (item, os.environ.get(item, "")) for item in base)
+    for item in extra:
+        key, sep, value = item.partition("=")
+        env[key] = value if sep else os.environ.get(key, "")
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _attach_flags(p) -> None:
+    p.description = "Attach to a running container's streams (Ctrl-P Ctrl-Q detaches from a terminal)."
+    p.add_argument("--no-stdin", action="store_true")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(handler=cmd_attach)
+
+
+def cmd_attach(args) -> int:
+    from capsa.cli.containers import open_engine
+
+    engine = open_engine(args)
+    container = engine.refresh(engine.containers.lookup(args.container))
+    if container.state != "running":
+        raise CapsaError("You cannot attach to a stopped container, start it first")
+    stdin = not args.no_stdin and bool(container.config.get("stdin"))
+    if _attached(engine, container, bool(container.config.get("tty")), stdin) == "detached":
+        return 0
+    return engine.wait(engine.containers.get(container.id))
+
+
+def register(commands) -> None:
+    add_run_flags(commands.add_parser("run", add_help=False, help="run a command in a new container"), run=True)
+    add_run_flags(commands.add_parser("create", add_help=False, help="create a container"), run=False)
+    add_exec_flags(commands.add_parser("exec", help="run a command in a running container"))
+    _attach_flags(commands.add_parser("attach", help="attach to a running container"))

@@ -1,0 +1,278 @@
+"""The engine: containers from images, each watched by its own capsa-shim
+that runs an OCI runtime — `capsa run` without a daemon.
+
+create makes the record (the name is claimed first, so a duplicate fails
+before any file exists), the overlay rootfs and the bundle; start hands the
+bundle to a new shim; everything after asks the shim, and copies what it
+says into the record, which therefore stays true after the shim is gone.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from capsa.engine import bundle, names, runtimes, shim
+from capsa.engine.options import RunOptions
+from capsa.engine.paths import Paths, default_state
+from capsa.engine.options import parse_bytes
+from capsa.engine.records import Container, Containers, new_id, now
+from capsa.engine.volumes import Volumes
+from capsa.errors import CapsaError, FailedPrecondition, NotFound
+from capsa.images.store import Image, ImageStore
+from capsa.linux import mount as mounts
+
+ACTIVE = ("running", "paused")
+STOP_TIMEOUT = 10
+# What the record says when no shim is left to tell the exit code.
+UNKNOWN_EXIT = 255
+
+
+class Engine:
+    def __init__(self, root: str | None = None, state: str | None = None):
+        self.images = ImageStore(root)
+        self.root = self.images.root
+        self.state = state or default_state()
+        self.containers = Containers(self.images.conn)
+        self.volumes = Volumes(self.root, self.images.conn)
+
+    def close(self) -> None:
+        self.images.close()
+
+    def paths(self, container: Container) -> Paths:
+        return Paths(self.root, self.state, container.id)
+
+    # -- create
+
+    def create(self, options: RunOptions, pull=None) -> Container:
+        """A new container from OPTIONS; PULL(name) is called when the image
+        is not in the store (the CLI pulls it with progress)."""
+        image = self._image(options.image, pull)
+        runtime = runtimes.resolve(options.runtime)
+        name = names.check(options.name) if options.name else names.generate(self.containers.name_taken)
+        container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
+                              created=time.time(), state="created", runtime=runtime,
+                              config=dataclasses.asdict(options))  # fmt: skip
+        self.containers.add(container)
+        try:
+            bundle.prepare(self, container, image, options)
+        except BaseException:
+            self._remove_files(container)
+            self.containers.delete(container.id)
+            raise
+        return self.containers.get(container.id)
+
+    def _image(self, name: str, pull) -> Image:
+        try:
+            return self.images.lookup(name)
+        except NotFound:
+            if pull is None:
+                raise
+        pull(name)
+        return self.images.lookup(name)
+
+    # -- start, and what the shim says
+
+    def start(self, container: Container) -> Container:
+        container = self.refresh(container)
+        if container.state in ACTIVE:
+            return container
+        paths = self.paths(container)
+        self._retire_shim(container)
+        if not os.path.ismount(paths.rootfs):
+            bundle.mount_rootfs(self, container, self.images.get(container.image))
+        os.makedirs(paths.state, mode=0o700, exist_ok=True)
+        answer = shim.start(self._shim_args(container, paths))
+        self.containers.update(container.id, state="running", pid=answer["pid"], exit_code=0,
+                               oom_killed=0, started_at=now(), finished_at="")  # fmt: skip
+        return self.containers.get(container.id)
+
+    def _shim_args(self, container: Container, paths: Paths) -> list[str]:
+        options = container.config
+        args = ["--id", container.id, "--bundle", paths.bundle, "--state-dir", paths.state,
+                "--runtime", container.runtime, "--runtime-root", paths.runtime_root,
+                "--log-path", paths.log]  # fmt: skip
+        log_opts = dict(opt.split("=", 1) for opt in options.get("log_opts") or [])
+        if "max-size" in log_opts:
+            args += ["--log-max-size", str(parse_bytes(log_opts["max-size"]))]
+        if "max-file" in log_opts:
+            args += ["--log-max-file", log_opts["max-file"]]
+        if options.get("tty"):
+            args.append("--tty")
+        if options.get("stdin"):
+            args.append("--stdin")
+        if options.get("restart") and options["restart"] != "no":
+            args += ["--restart", options["restart"]]
+        if options.get("stop_signal"):
+            args += ["--stop-signal", str(options["stop_signal"])]
+        return args + health_args(options)
+
+    def refresh(self, container: Container) -> Container:
+        """The record, brought up to date with what the shim knows."""
+        if container.state not in ACTIVE:
+            return container
+        paths = self.paths(container)
+        try:
+            status = shim.call(paths.socket, "status")
+        except (shim.ShimGone, OSError):
+            return self._shim_lost(container, paths)
+        fields = {"restart_count": status.get("restart_count", 0)}
+        if status["status"] == "exited":
+            fields.update(state="exited", exit_code=status["exit_code"], pid=0,
+                          oom_killed=int(bool(status.get("oom_killed"))),
+                          finished_at=status.get("finished_at") or now())  # fmt: skip
+        elif status.get("pid"):
+            fields.update(pid=status["pid"], started_at=status.get("started_at") or container.started_at)
+        self.containers.update(container.id, **fields)
+        return self.containers.get(container.id)
+
+    def health(self, container: Container) -> dict | None:
+        try:
+            return shim.call(self.paths(container).socket, "status").get("health")
+        except (shim.ShimGone, OSError):
+            return None
+
+    def _shim_lost(self, container: Container, paths: Paths) -> Container:
+        """No shim answers: its exit file if it wrote one, else the runtime's
+        word on whether the container still runs."""
+        try:
+            with open(paths.exit_file) as f:
+                done = json.load(f)
+            fields = {"exit_code": done["exit_code"], "oom_killed": int(bool(done.get("oom_killed"))),
+                      "finished_at": done.get("finished_at", "")}  # fmt: skip
+        except (FileNotFoundError, ValueError, KeyError):
+            if self._runtime_status(container) in ("running", "paused", "created"):
+                return container
+            fields = {"exit_code": UNKNOWN_EXIT, "finished_at": now()}
+        self.containers.update(container.id, state="exited", pid=0, **fields)
+        return self.containers.get(container.id)
+
+    def _runtime(self, container: Container, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        paths = self.paths(container)
+        result = subprocess.run([container.runtime, "--root", paths.runtime_root, *args], text=True,
+                                stdin=subprocess.DEVNULL, capture_output=True, check=False)  # fmt: skip
+        if check and result.returncode != 0:
+            why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise CapsaError(f"failed to {args[0]} container {container.id[:12]}: {why}")
+        return result
+
+    def _runtime_status(self, container: Container) -> str | None:
+        result = self._runtime(container, "state", container.id)
+        try:
+            return json.loads(result.stdout)["status"] if result.returncode == 0 else None
+        except (ValueError, KeyError):
+            return None
+
+    # -- signals, stop, wait
+
+    def kill(self, container: Container, signum: int = signal.SIGKILL) -> None:
+        container = self.refresh(container)
+        if container.state not in ACTIVE:
+            raise FailedPrecondition(f"Cannot kill container: {container.id[:12]}: "
+                                     f"Container {container.id[:12]} is not running")  # fmt: skip
+        try:
+            shim.call(self.paths(container).socket, "kill", signal=signum)
+        except shim.ShimGone:
+            self._runtime(container, "kill", container.id, str(signum), check=True)
+
+    def stop(self, container: Container, timeout: int | None = None) -> Container:
+        container = self.refresh(container)
+        if container.state not in ACTIVE:
+            return container
+        if container.state == "paused":
+            self.unpause(container)
+        if timeout is None:
+            timeout = container.config.get("stop_timeout") or STOP_TIMEOUT
+        try:
+            shim.call(self.paths(container).socket, "stop", timeout=None, seconds=timeout)
+        except shim.ShimGone:
+            self._runtime(container, "kill", container.id, "KILL")
+        return self._settle(container)
+
+    def _settle(self, container: Container, seconds: float = 30) -> Container:
+        deadline = time.monotonic() + seconds
+        while (container := self.refresh(container)).state in ACTIVE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return container
+
+    def wait(self, container: Container) -> int:
+        """Block until the container exits for good; its exit code."""
+        container = self.refresh(container)
+        if container.state in ACTIVE:
+            try:
+                shim.call(self.paths(container).socket, "wait", timeout=None)
+            except shim.ShimGone:
+                pass
+            container = self._settle(container)
+        return container.exit_code
+
+    def pause(self, container: Container) -> None:
+        if self.refresh(container).state != "running":
+            raise FailedPrecondition(f"Container {container.id[:12]} is not running")
+        self._runtime(container, "pause", container.id, check=True)
+        self.containers.update(container.id, state="paused")
+
+    def unpause(self, container: Container) -> None:
+        if self.refresh(container).state != "paused":
+            raise FailedPrecondition(f"Container {container.id[:12]} is not paused")
+        self._runtime(container, "resume", container.id, check=True)
+        self.containers.update(container.id, state="running")
+
+    # -- removal
+
+    def remove(self, container: Container, force: bool = False, volumes: bool = False) -> None:
+        """Docker's rm: refuse a running container unless FORCE; VOLUMES:
+        its anonymous volumes go too."""
+        container = self.refresh(container)
+        if container.state in ACTIVE:
+            if not force:
+                raise FailedPrecondition(f"You cannot remove a {container.state} container {container.id}. "
+                                         "Stop the container before attempting removal or force remove")  # fmt: skip
+            try:
+                self.kill(container, signal.SIGKILL)
+            except FailedPrecondition:
+                pass
+            container = self._settle(container)
+        self._retire_shim(container)
+        self._runtime(container, "delete", "--force", container.id)
+        self._remove_files(container)
+        anonymous = self.volumes.anonymous_of(container.id)
+        self.containers.delete(container.id)
+        for name in anonymous if volumes else []:
+            self.volumes.remove(name)
+
+    def _retire_shim(self, container: Container) -> None:
+        """End the shim of a finished run (it deletes the runtime's state)."""
+        paths = self.paths(container)
+        try:
+            shim.call(paths.socket, "shutdown")
+        except (shim.ShimGone, FailedPrecondition, OSError):
+            pass
+        shutil.rmtree(paths.state, ignore_errors=True)
+
+    def _remove_files(self, container: Container) -> None:
+        paths = self.paths(container)
+        if os.path.ismount(paths.rootfs):
+            mounts.umount(paths.rootfs, mounts.MNT_DETACH)
+        shutil.rmtree(paths.bundle, ignore_errors=True)
+        shutil.rmtree(paths.state, ignore_errors=True)
+
+    def rename(self, container: Container, new_name: str) -> None:
+        self.containers.rename(container, new_name)
+
+
+def health_args(options: dict) -> list[str]:
+    """The shim's healthcheck flags: --health-cmd as Docker runs it (a
+    string through /bin/sh -c)."""
+    command = options.get("health_cmd")
+    if not command or options.get("no_healthcheck"):
+        return []
+    argv = command if isinstance(command, list) else ["/bin/sh", "-c", command]
+    args = ["--health-cmd", json.dumps(argv)]
+    for flag in ("interval", "timeout", "retries", "start_period"):
+        if options.get(f"health_{flag}") is not None:
+            args += [f"--health-{flag.replace('_', '-')}", str(options[f"health_{flag}"])]
+    return args

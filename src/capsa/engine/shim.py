@@ -1,0 +1,78 @@
+"""The engine's side of capsa-shim: start one for a container, and talk to
+it over its socket (one JSON request line per connection, JSON replies;
+`attach` turns the connection into the container's byte stream)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+from capsa.errors import CapsaError, FailedPrecondition
+
+# A request that must answer at once (status, kill) waits at most this long.
+TIMEOUT = 10
+
+
+def program() -> list[str]:
+    path = shutil.which("capsa-shim")
+    return [path] if path else [sys.executable, "-m", "capsa.shim.main"]
+
+
+def start(args: list[str]) -> dict:
+    """Run capsa-shim ARGS; it answers once the container started (or not)
+    and leaves a shim of its own running: {"pid": ..., "shim_pid": ...}."""
+    result = subprocess.run([*program(), *args], stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, check=False)  # fmt: skip
+    line = result.stdout.strip().splitlines()[-1:] or [""]
+    try:
+        answer = json.loads(line[0])
+    except ValueError:
+        detail = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}")
+        raise CapsaError(f"failed to start the container's shim: {detail.splitlines()[-1]}") from None
+    if "error" in answer:
+        raise CapsaError(answer["error"])
+    return answer
+
+
+def connect(path: str, request: dict, timeout: float | None = TIMEOUT) -> tuple[socket.socket, dict]:
+    """Send REQUEST; returns the connection and the first reply."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    conn.settimeout(timeout)
+    try:
+        conn.connect(path)
+        conn.sendall(json.dumps(request).encode() + b"\n")
+        reply = _read_line(conn)
+    except (FileNotFoundError, ConnectionRefusedError):
+        conn.close()
+        raise ShimGone(path) from None
+    except BaseException:
+        conn.close()
+        raise
+    if "error" in reply:
+        conn.close()
+        raise FailedPrecondition(reply["error"])
+    return conn, reply
+
+
+def call(path: str, op: str, timeout: float | None = TIMEOUT, **fields) -> dict:
+    conn, reply = connect(path, {"op": op, **fields}, timeout)
+    conn.close()
+    return reply
+
+
+def _read_line(conn: socket.socket) -> dict:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1)  # byte by byte: what follows the line belongs to the caller
+        if not chunk:
+            if not data:
+                raise ShimGone("the shim closed the connection")
+            break
+        data += chunk
+    return json.loads(data)
+
+
+class ShimGone(CapsaError):
+    """No shim answers for the container (it was killed, or never ran)."""

@@ -1,0 +1,210 @@
+"""The OCI runtime, driven through runc's command line, as containerd's shim does.
+
+    <runtime> [--root R] [runtime args] create --bundle B --pid-file P
+              [--console-socket S] ID
+    <runtime> [--root R] [runtime args] start|delete [--force] ID
+    <runtime> [--root R] [runtime args] kill ID SIGNAL
+    <runtime> [--root R] [runtime args] exec --pid-file P ID ARGV...
+
+Any runc-compatible runtime works (capsa-runtime, runc, crun). Children are
+started with posix_spawn: no Python runs between fork and exec, and the
+signals Python ignores (SIGPIPE, SIGXFSZ) are reset, since an ignored signal
+would be inherited by the runtime and, through it, by the container.
+
+`create` leaves the init waiting on the runtime's exec fifo. The init
+inherits create's stdio, so create gets the container's own pipes: what the
+runtime prints there before `start` (its errors, above all) is read back
+here; nothing the container runs can write before `start`.
+"""
+
+import _socket
+import os
+import select
+import time
+
+from capsa.errors import CapsaError
+
+CALL_TIMEOUT = 30.0
+CREATE_TIMEOUT = 120.0
+_RESET_SIGNALS = (13, 25)  # SIGPIPE, SIGXFSZ
+
+
+class RuntimeFailed(CapsaError):
+    """A runtime command exited non-zero (or timed out)."""
+
+
+class Created:
+    """What `create` produced: the init's pid, the pty master (with a tty),
+    and whatever the runtime printed."""
+
+    def __init__(self, pid: int, master: int | None, output: bytes):
+        self.pid = pid
+        self.master = master
+        self.output = output
+
+
+class Runtime:
+    def __init__(self, path: str, root: str | None, args: list[str], container_id: str):
+        self.path = path
+        self.global_args = (["--root", root] if root else []) + list(args)
+        self.id = container_id
+
+    def argv(self, *command: str) -> list[str]:
+        return [self.path, *self.global_args, *command]
+
+    def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+        """Start argv with the given stdio (descriptors above 2); return its pid."""
+        actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
+                   (os.POSIX_SPAWN_DUP2, stderr, 2)]  # fmt: skip
+        return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
+                              setsigdef=_RESET_SIGNALS)  # fmt: skip
+
+    def call(self, verb: str, *args: str, timeout: float = CALL_TIMEOUT) -> None:
+        """Run `<runtime> verb args...` to its end; RuntimeFailed with its message."""
+        out = os.memfd_create("runtime-output", os.MFD_CLOEXEC)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pid = self.spawn(self.argv(verb, *args), null, out, out)
+            code = wait_child(pid, timeout)
+            if code != 0:
+                output = os.pread(out, 65536, 0)
+                raise RuntimeFailed(f"failed to {verb} container {self.id}: "
+                                    f"{failure_message(output, code)}")  # fmt: skip
+        finally:
+            os.close(out)
+            os.close(null)
+
+    def create(self, bundle: str, pid_file: str, stdio: tuple[int, int, int],
+               drain: tuple[int, ...] = (), console=None,
+               console_path: str | None = None) -> Created:  # fmt: skip
+        """Run create with stdio as the container's; read the runtime's own
+        output from the drain fds meanwhile, and the pty master from console."""
+        try:
+            os.unlink(pid_file)
+        except FileNotFoundError:
+            pass
+        command = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_path:
+            command += ["--console-socket", console_path]
+        pid = self.spawn(self.argv(*command, self.id), *stdio)
+        output = bytearray()
+        master = []
+
+        def on_ready(fd: int) -> None:
+            if console is not None and fd == console.fileno():
+                master.append(_receive_console(console))
+            else:
+                output.extend(_read_available(fd))
+
+        watched = ([console.fileno()] if console is not None else []) + list(drain)
+        code = wait_child(pid, CREATE_TIMEOUT, watched, on_ready)
+        for fd in drain:
+            output.extend(_read_available(fd))
+        if code != 0:
+            for fd in master:
+                os.close(fd)
+            raise RuntimeFailed(f"failed to create container {self.id}: "
+                                f"{failure_message(bytes(output), code)}")  # fmt: skip
+        if console is not None and not master:
+            # The master may have come in with create's last breath.
+            if select.select([console.fileno()], [], [], 0.5)[0]:
+                master.append(_receive_console(console))
+        try:
+            with open(pid_file, "rb") as f:
+                init_pid = int(f.read().strip() or b"0")
+        except (OSError, ValueError) as err:
+            raise RuntimeFailed(f"failed to create container {self.id}: the runtime wrote "
+                                f"no init pid to {pid_file}: {err}") from None  # fmt: skip
+        if console is not None and not master:
+            raise RuntimeFailed(f"failed to create container {self.id}: the runtime sent no "
+                                f"terminal on the console socket")  # fmt: skip
+        return Created(init_pid, master[0] if master else None, bytes(output))
+
+    def start(self) -> None:
+        self.call("start", self.id)
+
+    def kill(self, signum: int) -> None:
+        self.call("kill", self.id, str(signum))
+
+    def delete(self, force: bool = False) -> None:
+        self.call("delete", *(["--force"] if force else []), self.id)
+
+    def exec_argv(self, pid_file: str, argv: list[str]) -> list[str]:
+        return self.argv("exec", "--pid-file", pid_file, self.id, *argv)
+
+
+def wait_child(pid: int, timeout: float, fds=(), on_ready=None) -> int:
+    """Wait for our child pid (serving fds meanwhile); its exit code as a shell
+    shows it. Past the timeout it is killed."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                return -1
+            ready = dict(poller.poll(remaining * 1000))
+            for fd, events in ready.items():
+                if fd == pidfd:
+                    continue
+                if events & select.POLLIN:
+                    on_ready(fd)
+                if events & (select.POLLHUP | select.POLLERR):
+                    poller.unregister(fd)  # the other end is closed: nothing more to read
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
+                return exit_code(status)
+    finally:
+        os.close(pidfd)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def failure_message(output: bytes, code: int) -> str:
+    """The runtime's last non-empty line of output, or its exit status."""
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        line = line.strip()
+        if line:
+            return line[:1000]
+    return "timed out" if code < 0 else f"exit status {code}"
+
+
+def _read_available(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except (BlockingIOError, OSError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _receive_console(listener) -> int:
+    """Accept the runtime's connection and take the pty master it sends."""
+    from capsa.runtime.console import recv_fd
+
+    fd, _ = listener._accept()
+    conn = _socket.socket(fileno=fd)
+    try:
+        conn.settimeout(5)
+        master = recv_fd(conn)
+    finally:
+        conn.close()
+    # SCM_RIGHTS fds arrive inheritable: the runtimes we start later (exec,
+    # delete) must not hold the terminal open.
+    os.set_inheritable(master, False)
+    return master
