@@ -273,11 +273,21 @@ def remove_image(store, name: str, force: bool) -> list[str]:
     if not by_name and len(repos) > 1 and not force:
         raise FailedPrecondition(f"conflict: unable to delete {image.short_id} (must be forced) - "
                                  "image is referenced in multiple repositories")  # fmt: skip
+    users = containers_using(store, image.id)
+    if users and not force:
+        raise FailedPrecondition(f"conflict: unable to remove repository reference \"{name}\" (must force) - "
+                                 f"container {users[0][:12]} is using its referenced image {image.short_id}")  # fmt: skip
     for tagged in image.tags + image.digests:
+        store.untag(tagged)
         lines.append(f"Untagged: {_familiar(tagged)}")
-    store.delete(image.id)
-    lines.append(f"Deleted: {image.id}")
+    if not users:  # forced: the image stays, nameless, while containers use it
+        store.delete(image.id)
+        lines.append(f"Deleted: {image.id}")
     return lines
+
+
+def containers_using(store, image_id: str) -> list[str]:
+    return [row[0] for row in store.conn.execute("SELECT id FROM containers WHERE image = ?", (image_id,))]
 
 
 def _is_name_of(image, text: str) -> bool:
@@ -309,7 +319,7 @@ def cmd_prune(args) -> int:
     deleted = []
     with store.lock():
         for image in store.list():
-            if args.all or not image.tags:
+            if (args.all or not image.tags) and not containers_using(store, image.id):
                 deleted += [f"untagged: {_familiar(n)}" for n in image.tags + image.digests]
                 store.delete(image.id)
                 deleted.append(f"deleted: {image.id}")
