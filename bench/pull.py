@@ -2,18 +2,19 @@
 """Time `capsa pull` against podman, ctr (containerd) and skopeo+umoci with hyperfine, in one run.
 
 Usage (as root): .venv/bin/python bench/pull.py [--runs N] [--only capsa,podman,ctr,skopeo]
-                                                [--keep] [--markdown] [--rebuild]
+                                                [--keep] [--markdown] [--rebuild] [--on-host]
 
 The image: a Debian bookworm `debootstrap --variant=minbase` rootfs (the
 mirror is the first bookworm `main` source in /etc/apt/sources.list(.d)),
 without the downloaded .debs, apt's *.bin caches and its package lists (as
 Debian's own images), /dev, /proc and /sys empty, split into five gzip
 layers (the rest, usr/lib/x86_64-linux-gnu, usr/share, usr/bin+usr/sbin,
-var), about 50 MB compressed, written as an OCI image layout (config:
-amd64/linux, Cmd ["bash"], diff_ids the sha256 of the uncompressed tars). It is built once and cached in /var/cache/capsa-bench/
-(--rebuild builds it again). The tars are made here with tarfile, sorted, with
-numeric owners and no user/group names, and gzip without a name or time, so
-the same rootfs always gives the same blobs.
+var; each with its subtree's parent directories), about 50 MB compressed,
+written as an OCI image layout (config: amd64/linux, Cmd ["bash"], diff_ids
+the sha256 of the uncompressed tars). It is built once and cached in
+/var/cache/capsa-bench/ (--rebuild builds it again). The tars are made here
+with tarfile, sorted, with numeric owners and no user/group names, and gzip
+without a name or time, so the same rootfs always gives the same blobs.
 
 Each run starts Debian's docker-registry (distribution 2.8) on 127.0.0.1 at a
 free port, with its storage in the temporary directory, and pushes the image
@@ -37,6 +38,7 @@ there with `skopeo copy`. Rows (each one hyperfine invocation, medians quoted):
               registry for the manifest and finds it has everything.
 
 Ratio = peer median / capsa median of the same row: above 1 means capsa is faster.
+Every tool is smoke-run once first; one that fails is reported and left out.
 
 The tools' stores are on a fresh ext4 made for the run (a 4 GiB sparse file
 in the temporary directory, `mkfs.ext4` defaults, so with a journal, on a
@@ -50,16 +52,18 @@ that deletes a tree of 7,000 files and then creates one is the worst case: in
 instead of 1.5 s, more with every run as freed inodes pile up, for tar as
 for capsa. On the journaled ext4 the same unpack takes 1.4 to 1.8 s, run
 after run.
-Every tool is smoke-run once first; one that fails is reported and left out.
 
 Everything runs in a private mount namespace (the script re-executes itself
 under `unshare --mount --propagation private`) with a tmpfs over
 /var/lib/containers, where containers/image keeps its blob-info cache
 whatever --root says; podman and skopeo get their own registries.conf,
 policy.json, containers.conf and storage.conf from the temporary directory,
-so the host's configuration is not read. At the end (also on an error or
-Ctrl-C) the registry and containerd are stopped by their pids, everything
-mounted under the temporary directory is unmounted, and it is removed.
+so the host's configuration is not read. Every command runs in a process
+group of its own, which gets SIGINT (then SIGKILL) if this script is
+interrupted. At the end (also on an error, Ctrl-C or SIGTERM) the stores are
+emptied, the registry and containerd are stopped by their pids, everything
+mounted under the temporary directory is unmounted, and it is removed
+(--keep keeps it, with the logs and hyperfine's JSON).
 """
 
 import argparse
@@ -74,7 +78,6 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tarfile
@@ -92,7 +95,7 @@ TOOLS = ("capsa", "podman", "ctr", "skopeo")
 LABELS = {"capsa": "capsa", "podman": "podman", "ctr": "ctr (containerd)", "skopeo": "skopeo+umoci"}
 NS_MARK = "CAPSA_BENCH_PULL_NS"
 STORE_FS_SIZE = 4 << 30  # sparse; a run writes about 1 GB to it
-IMAGE_FORMAT = 3  # bump when the way the image is built changes; a cached image of another format is rebuilt
+IMAGE_FORMAT = 4  # bump when the way the image is built changes; a cached image of another format is rebuilt
 # Subtrees that get a layer of their own, in layer order; everything else is the first layer.
 SPLIT = (("usr/lib/x86_64-linux-gnu",), ("usr/share",), ("usr/bin", "usr/sbin"), ("var",))
 EMPTIED = ("dev", "proc", "sys")  # kept as empty directories
@@ -117,10 +120,15 @@ def error_line(text: str) -> str:
 
 def first_line(argv: list[str]) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         return (out.stdout or out.stderr).strip().splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return f"{argv[0]}: ?"
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def mib(n: int) -> str:
@@ -180,7 +188,7 @@ def debootstrap(rootfs: str) -> None:
     log(f"bench: debootstrap --variant=minbase {SUITE} {rootfs} (mirror from the apt sources); a few minutes")
     with open(rootfs + ".log", "w") as out:
         rc = subprocess.run(["debootstrap", "--variant=minbase", SUITE, rootfs, mirror],
-                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT).returncode
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     if rc != 0:
         with open(rootfs + ".log") as f:
             sys.exit(f"bench: debootstrap failed: {error_line(f.read())} (log: {rootfs}.log)")
@@ -214,14 +222,20 @@ class HashingWriter:
 
 def layer_paths(rootfs: str, index: int) -> list[str]:
     """The relative paths (sorted, parents first) in layer INDEX: 0 is everything
-    outside SPLIT (with the SPLIT roots themselves as directories), i>0 is SPLIT[i-1]."""
+    outside SPLIT (with the SPLIT roots themselves as directories), i>0 is SPLIT[i-1]
+    with its parent directories."""
     split_roots = {p for group in SPLIT for p in group}
     tops = [""] if index == 0 else list(SPLIT[index - 1])
     paths = []
     for top in tops:
         start = os.path.join(rootfs, top) if top else rootfs
+        if top and not os.path.isdir(start):
+            continue
         if top:
-            paths.append(top)
+            # The subtree's root and its parents, as a layer a build makes
+            # has them (otherwise unpacking creates them, with the time of day).
+            parts = top.split("/")
+            paths += ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         for dirpath, dirnames, filenames in os.walk(start):
             rel = os.path.relpath(dirpath, rootfs)
             rel = "" if rel == "." else rel
@@ -235,7 +249,7 @@ def layer_paths(rootfs: str, index: int) -> list[str]:
                 keep.append(name)
             dirnames[:] = keep
             paths += [f"{rel}/{name}" if rel else name for name in sorted(filenames)]
-    return sorted(paths, key=lambda p: p.split("/"))
+    return sorted(set(paths), key=lambda p: p.split("/"))
 
 
 def write_layer(rootfs: str, index: int, blobs: str) -> tuple[dict, str, int]:
@@ -285,7 +299,7 @@ def build_layout(rootfs: str, layout: str) -> dict:
     with open(os.path.join(rootfs, "etc", "debian_version")) as f:
         version = f.read().strip()
     created = datetime.datetime.fromtimestamp(int(os.stat(os.path.join(rootfs, "var", "lib", "dpkg", "status"))
-                                                  .st_mtime), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                                                  .st_mtime), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = {
         "architecture": "amd64", "os": "linux", "created": created,
         "config": {"Env": [PATH_ENV], "Cmd": ["bash"]},
@@ -308,18 +322,32 @@ def build_layout(rootfs: str, layout: str) -> dict:
             "layer_sizes": [[d["size"], s] for d, s in zip(layers, sizes)]}
 
 
-def cached_image(rebuild: bool) -> dict:
-    """The image's summary; builds the OCI layout in CACHE first when it is not there."""
-    summary_path = os.path.join(CACHE, "image.json")
-    if not rebuild and os.path.exists(summary_path):
-        with open(summary_path) as f:
+def cached_summary() -> dict | None:
+    """The cached image's summary, if the cache holds a complete image of IMAGE_FORMAT."""
+    blobs = os.path.join(CACHE, "oci", "blobs", "sha256")
+    try:
+        with open(os.path.join(CACHE, "image.json")) as f:
             summary = json.load(f)
         with open(os.path.join(CACHE, "oci", "index.json")) as f:
             digest = json.load(f)["manifests"][0]["digest"]
-        if summary.get("format") == IMAGE_FORMAT and digest == summary["manifest"] and os.path.exists(os.path.join(CACHE, "oci", "blobs", "sha256",
-                                                                          digest.split(":")[1])):
+        with open(os.path.join(blobs, digest.split(":")[1])) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    needed = [manifest["config"]] + manifest["layers"]
+    if summary.get("format") != IMAGE_FORMAT or digest != summary.get("manifest") or not all(
+            os.path.exists(os.path.join(blobs, d["digest"].split(":")[1])) for d in needed):
+        return None
+    return summary
+
+
+def cached_image(rebuild: bool) -> dict:
+    """The image's summary; builds the OCI layout in CACHE first when it is not there."""
+    if not rebuild:
+        if summary := cached_summary():
             return summary
-        log("bench: the cached image is incomplete or from an older version of this script; building it again")
+        if os.path.exists(CACHE):
+            log("bench: the cached image is incomplete or from an older version of this script; building it again")
     os.makedirs(os.path.dirname(CACHE), exist_ok=True)
     work = tempfile.mkdtemp(prefix="capsa-bench-image-", dir="/var/tmp")
     try:
@@ -337,7 +365,7 @@ def cached_image(rebuild: bool) -> dict:
             os.rename(CACHE, old)
         os.makedirs(CACHE)
         shutil.move(layout, os.path.join(CACHE, "oci"))
-        shutil.move(os.path.join(work, "image.json"), summary_path)
+        shutil.move(os.path.join(work, "image.json"), os.path.join(CACHE, "image.json"))
         shutil.rmtree(old, ignore_errors=True)
         return summary
     finally:
@@ -357,9 +385,9 @@ def mounts_under(path: str) -> list[str]:
 
 def unmount_under(path: str) -> None:
     for point in reversed(mounts_under(path)):
-        out = subprocess.run(["umount", point], capture_output=True, text=True)
+        out = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
         if out.returncode:
-            subprocess.run(["umount", "-l", point], capture_output=True)
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
             log(f"bench: umount {point}: {error_line(out.stderr)} (detached it)")
 
 
@@ -431,16 +459,45 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def run(argv: list[str] | str, env: dict | None = None, timeout: float = 600, shell: bool = False) -> tuple[int, str]:
-    """Run a command; (exit status, its stdout+stderr)."""
+def run(argv: list[str] | str, env: dict | None = None, timeout: float | None = 600,
+        shell: bool = False) -> tuple[int, str]:  # fmt: skip
+    """Run a command in a process group of its own; (exit status, its
+    stdout+stderr). On a timeout, Ctrl-C or SIGTERM here, the whole group
+    (a shell, hyperfine and what they started) gets SIGINT, then SIGKILL."""
     try:
-        out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                             timeout=timeout, env=env, shell=shell)
-        return out.returncode, (out.stdout + out.stderr)
-    except subprocess.TimeoutExpired:
-        return 124, f"did not finish within {timeout:.0f} s"
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, shell=shell,
+                                start_new_session=True)  # fmt: skip
     except OSError as e:
         return 127, str(e)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        stop_group(proc)
+        return 124, f"did not finish within {timeout:.0f} s"
+    except BaseException:
+        stop_group(proc)
+        raise
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGINT to the process group PROC leads (this script started it), SIGKILL after 30 s."""
+    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.communicate(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Whatever is left in the group after its leader exited.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 # -- the bench
@@ -531,9 +588,9 @@ class Bench:
 
     def podman_reset(self) -> str:
         p = self.podman_paths()
-        root = p["root"]
+        overlay = shlex.quote(os.path.join(p["root"], "overlay"))
         return (f"{self.podman()} system reset -f >/dev/null 2>&1; "
-                f"if mountpoint -q {shlex.quote(root + '/overlay')}; then umount {shlex.quote(root + '/overlay')}; fi; "
+                f"if mountpoint -q {overlay}; then umount {overlay}; fi; "
                 f"rm -rf {' '.join(shlex.quote(v) for v in p.values())}")
 
     def ctr(self) -> str:
@@ -545,7 +602,8 @@ class Bench:
         # content and snapshots nothing refers to; the checks fail the run if not.
         return (f"{c} images rm --sync {shlex.quote(self.ref)} >/dev/null 2>&1; "
                 f'test -z "$({c} content ls -q)" || {{ echo "ctr content left after prepare" >&2; exit 1; }}; '
-                f'test -z "$({c} snapshots ls | tail -n +2)" || {{ echo "ctr snapshots left after prepare" >&2; exit 1; }}')
+                f'test -z "$({c} snapshots ls | tail -n +2)" || '
+                '{ echo "ctr snapshots left after prepare" >&2; exit 1; }')
 
     def start_containerd(self) -> None:
         base = os.path.join(self.stores, "containerd")
@@ -638,10 +696,15 @@ class Bench:
             argv += ["--prepare", prepare]
         argv.append(command)
         log(f"bench: hyperfine {name}")
-        out = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=self.env)
-        if out.returncode:
-            return f"fails: {error_line(out.stdout)}"
+        rc, out = run(argv, env=self.env, timeout=None)
+        if rc:
+            # hyperfine only says that a command failed; run it once more for its own words.
+            said = error_line(out)
+            rc, tool_out = run(f"{prepare}; {command}" if prepare else command, env=self.env, shell=True)
+            if rc and tool_out.strip():
+                said = error_line(tool_out)
+            log(f"bench:   fails: {said}")
+            return f"fails: {said}"
         with open(export) as f:
             r = json.load(f)["results"][0]
         log(f"bench:   median {r['median']:.3f} s (min {r['min']:.3f}, max {r['max']:.3f})")
@@ -733,14 +796,14 @@ def machine() -> list[tuple[str, str]]:
         pass
     commit = first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
     dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, check=False).stdout.strip()
     versions = "; ".join(first_line(argv) for argv in (
         ["podman", "--version"], ["containerd", "--version"], ["skopeo", "--version"], ["umoci", "--version"],
         ["docker-registry", "--version"], ["hyperfine", "--version"]))
     return [
-        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")),
+        ("date", datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")),
         ("machine", f"{distro}, {os.cpu_count()} cores ({cpu}), {ram} RAM, kernel {platform.release()}"),
-        ("load average at start", " ".join(open("/proc/loadavg").read().split()[:3])),
+        ("load average at start", loadavg()),
         ("capsa", f"commit {commit}{' + uncommitted changes in src/' if dirty else ''}"),
         ("versions", versions),
     ]
@@ -774,6 +837,8 @@ def verdict(bench: Bench, tools: list[str]) -> str:
     timed = [(t, r) for t, r in peers if isinstance(r, dict)]
     slower = [f"{LABELS[t]} {r['median']:.2f} s" for t, r in timed if r["median"] <= base["median"]]
     missing = [LABELS[t] for t, r in peers if not isinstance(r, dict)]
+    if not timed:
+        return "target (capsa's cold pull faster than every peer's): not measured, no peer was timed"
     if slower:
         status = f"NOT met: capsa {base['median']:.2f} s, not faster than {', '.join(slower)}"
     else:
@@ -884,9 +949,9 @@ def main() -> int:
         f"layers, {mib(summary['compressed'])} compressed, {mib(summary['uncompressed'])} uncompressed")
     with open(os.path.join(layout, "blobs", "sha256", summary["manifest"].split(":")[1])) as f:
         layers = [d["digest"] for d in json.load(f)["layers"]]
-    header.append(("image", f"Debian {summary['debian_version']} debootstrap --variant=minbase, "
-                            f"{summary['layers']} gzip layers, {mib(summary['compressed'])} compressed, "
-                            f"{mib(summary['uncompressed'])} uncompressed (tar bytes)"))
+    header.append(("image", (f"Debian {summary['debian_version']} debootstrap --variant=minbase, "
+                             f"{summary['layers']} gzip layers, {mib(summary['compressed'])} compressed, "
+                             f"{mib(summary['uncompressed'])} uncompressed (tar bytes)")))
     hidden = hide_blob_info_cache()
     workdir = tempfile.mkdtemp(prefix="capsa-pull-", dir="/var/tmp")
     bench = Bench(workdir, workdir, args.runs)
@@ -895,8 +960,8 @@ def main() -> int:
     try:
         if not args.on_host:
             bench.stores = make_store_fs(workdir)
-            header.append(("stores", f"a fresh ext4 ({STORE_FS_SIZE >> 30} GiB sparse file on a loop device, "
-                                     "mkfs.ext4 defaults: journaled)"))
+            header.append(("stores", (f"a fresh ext4 ({STORE_FS_SIZE >> 30} GiB sparse file on a loop device, "
+                                      "mkfs.ext4 defaults: journaled)")))
         else:
             header.append(("stores", f"{workdir} on the host's filesystem ({fs_type('/var/tmp')})"))
         bench.write_configs()
@@ -923,13 +988,13 @@ def main() -> int:
             log(f"bench: kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-        subprocess.run(["umount", hidden])
+        subprocess.run(["umount", hidden], check=False)
     if interrupted:
         return 1
     log(f"bench: done in {time.monotonic() - started:.0f} s")
     rows = table(bench, args.only)
-    extra = [f"medians of {args.runs} runs (hyperfine --runs {args.runs}); peer/capsa = peer median / capsa "
-             "median of the same row: above 1 means capsa is faster"]
+    extra = [(f"medians of {args.runs} runs (hyperfine --runs {args.runs}); peer/capsa = peer median / capsa "
+             "median of the same row: above 1 means capsa is faster")]
     extra += bench.notes
     unpack = bench.results.get(("unpack", "capsa"))
     cold = bench.results.get(("cold pull", "capsa"))
@@ -941,10 +1006,13 @@ def main() -> int:
         extra.append(f"capsa cold pull throughput: {summary['uncompressed'] / 1e6 / cold['median']:.1f} MB/s "
                      f"uncompressed, {summary['compressed'] / 1e6 / cold['median']:.1f} MB/s compressed")
     extra.append(verdict(bench, args.only))
-    extra.append("load average at end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
+    extra.append(f"load average at end: {loadavg()}")
     (print_markdown if args.markdown else print_plain)(rows, header, extra)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

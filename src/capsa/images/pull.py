@@ -155,12 +155,12 @@ class Pull:
 
         unpacker = threading.Thread(target=unpack_from_pipe, name="unpack")
         unpacker.start()
-        sink = open(write_end, "wb", buffering=0)
-
         def on_data(chunk: bytes) -> None:
             if self.failed.is_set():
                 raise Cancelled("another layer failed")
-            sink.write(chunk)
+            view = memoryview(chunk)
+            while view:  # a pipe write may be short (a signal, a full pipe)
+                view = view[os.write(write_end, view):]
             bar.advance(len(chunk))
 
         download_error = None
@@ -177,7 +177,7 @@ class Pull:
         # An unpack that failed before its input ended is the cause; one that
         # failed after is only seeing the download's end.
         unpack_failed_first = "error" in outcome
-        sink.close()
+        os.close(write_end)
         unpacker.join()
         if unpack_failed_first or (download_error is None and "error" in outcome):
             raise outcome["error"]
