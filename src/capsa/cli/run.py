@@ -5,13 +5,7 @@ else the container's own)."""
 
 import argparse
 import os
-import select
-import signal
-import socket
-import struct
-import subprocess
 import sys
-import tempfile
 
 from capsa import fastjson
 from capsa.errors import CapsaError, InvalidArgument
@@ -156,10 +150,12 @@ def attach_and_wait(engine, container, stdin: bool) -> int:
 
 
 def _attached(engine, container, tty: bool, stdin: bool) -> str:
+    import signal
+
     from capsa.engine import shim
 
     path = engine.paths(container).socket
-    conn, _ = shim.connect(path, {"op": "attach", "stdin": stdin}, timeout=None)
+    conn, _ = shim.connect(path, {"op": "attach", "stdin": stdin}, wait=None)
     terminal = tty and os.isatty(0)
     saved = _raw_terminal() if terminal else None
     if terminal:
@@ -175,7 +171,9 @@ def _attached(engine, container, tty: bool, stdin: bool) -> str:
         conn.close()
 
 
-def _pump(conn: socket.socket, tty: bool, stdin: bool) -> str:
+def _pump(conn, tty: bool, stdin: bool) -> str:
+    import select
+    import socket
     readers = [conn] + ([sys.stdin.fileno()] if stdin else [])
     frames = b""
     previous = b""
@@ -203,6 +201,8 @@ def _pump(conn: socket.socket, tty: bool, stdin: bool) -> str:
 
 def _write_frames(buffer: bytes) -> bytes:
     """Write every complete Docker stream frame; return the rest."""
+    import struct
+
     while len(buffer) >= 8:
         kind, length = buffer[0], struct.unpack(">I", buffer[4:8])[0]
         if len(buffer) < 8 + length:
@@ -249,6 +249,9 @@ def add_exec_flags(p) -> None:
 
 
 def cmd_exec(args) -> int:
+    import subprocess
+    import tempfile
+
     from capsa.cli.containers import open_engine
     from capsa.engine import users
 

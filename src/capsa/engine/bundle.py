@@ -20,7 +20,8 @@ ff02::2\tip6-allrouters
 """
 
 
-def prepare(engine, container, image: Image, options: RunOptions) -> None:
+def prepare(engine, container, image: Image, options: RunOptions) -> dict:
+    """Make the bundle; returns its config.json."""
     paths = engine.paths(container)
     os.makedirs(paths.bundle, mode=0o700)
     mount_rootfs(engine, container, image)
@@ -28,12 +29,13 @@ def prepare(engine, container, image: Image, options: RunOptions) -> None:
     user = users.resolve(paths.rootfs, options.user or config.get("User") or "", options.group_add)
     hostname = options.hostname or container.id[:12]
     extra_files = write_etc_files(paths, hostname)
-    mounts = volumes.resolve_mounts(engine, options, config, paths.rootfs)
+    mounts = volumes.resolve_mounts(engine, container.id, options, config, paths.rootfs)
     document = spec.build_spec(container_id=container.id, image_config=config, rootfs=paths.rootfs,
                                options=options, user=user, mounts=mounts, hostname=hostname,
                                cgroups_path=f"/capsa/{container.id}", extra_files=extra_files)  # fmt: skip
     with open(paths.in_bundle("config.json"), "w") as f:
         f.write(json.dumps(document))
+    return document
 
 
 def mount_rootfs(engine, container, image: Image) -> str:

@@ -58,7 +58,10 @@ class Engine:
                               config=dataclasses.asdict(options))  # fmt: skip
         self.containers.add(container)
         try:
-            bundle.prepare(self, container, image, options)
+            document = bundle.prepare(self, container, image, options)
+            # ps shows the command the image and the flags made
+            self.containers.update(container.id, config={**container.config,
+                                                         "process_args": document["process"]["args"]})  # fmt: skip
         except BaseException:
             self._remove_files(container)
             self.containers.delete(container.id)
@@ -187,7 +190,7 @@ class Engine:
         if timeout is None:
             timeout = container.config.get("stop_timeout") or STOP_TIMEOUT
         try:
-            shim.call(self.paths(container).socket, "stop", timeout=None, seconds=timeout)
+            shim.call(self.paths(container).socket, "stop", wait=None, timeout=timeout)
         except shim.ShimGone:
             self._runtime(container, "kill", container.id, "KILL")
         return self._settle(container)
@@ -203,7 +206,7 @@ class Engine:
         container = self.refresh(container)
         if container.state in ACTIVE:
             try:
-                shim.call(self.paths(container).socket, "wait", timeout=None)
+                shim.call(self.paths(container).socket, "wait", wait=None)
             except shim.ShimGone:
                 pass
             container = self._settle(container)

@@ -36,10 +36,11 @@ def start(args: list[str]) -> dict:
     return answer
 
 
-def connect(path: str, request: dict, timeout: float | None = TIMEOUT) -> tuple[socket.socket, dict]:
-    """Send REQUEST; returns the connection and the first reply."""
+def connect(path: str, request: dict, wait: float | None = TIMEOUT) -> tuple[socket.socket, dict]:
+    """Send REQUEST; returns the connection and the first reply, which may
+    take WAIT seconds (None: as long as it takes)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    conn.settimeout(timeout)
+    conn.settimeout(wait)
     try:
         conn.connect(path)
         conn.sendall(json.dumps(request).encode() + b"\n")
@@ -50,14 +51,14 @@ def connect(path: str, request: dict, timeout: float | None = TIMEOUT) -> tuple[
     except BaseException:
         conn.close()
         raise
-    if "error" in reply:
+    if reply.get("error") and "status" not in reply:  # status carries a restart's error too
         conn.close()
         raise FailedPrecondition(reply["error"])
     return conn, reply
 
 
-def call(path: str, op: str, timeout: float | None = TIMEOUT, **fields) -> dict:
-    conn, reply = connect(path, {"op": op, **fields}, timeout)
+def call(path: str, op: str, wait: float | None = TIMEOUT, **fields) -> dict:
+    conn, reply = connect(path, {"op": op, **fields}, wait)
     conn.close()
     return reply
 

@@ -99,3 +99,40 @@ def copy_up(rootfs: str, target: str, volume_dir: str) -> None:
         return
     shutil.copytree(source, volume_dir, symlinks=True, dirs_exist_ok=True)
     shutil.copystat(source, volume_dir)
+
+
+def resolve_mounts(engine, container_id: str, options, image_config: dict, rootfs: str) -> list:
+    """The container's mounts with host paths for sources: -v, --mount and
+    --tmpfs, plus an anonymous volume for each of the image's VOLUMEs the
+    user did not mount over. Volumes are created as needed and recorded as
+    the container's."""
+    from dataclasses import replace
+
+    from capsa.engine import options as opts
+
+    wanted = [opts.parse_volume(spec) for spec in options.volumes]
+    wanted += [opts.parse_mount(spec) for spec in options.mounts]
+    wanted += [opts.parse_tmpfs(spec) for spec in options.tmpfs]
+    targets = {mount.target for mount in wanted}
+    wanted += [opts.Mount("volume", "", path) for path in image_config.get("Volumes") or {} if path not in targets]
+    resolved = []
+    for mount in wanted:
+        if mount.kind == "volume":
+            existed = bool(mount.source) and _exists(engine.volumes, mount.source)
+            name = engine.volumes.create(mount.source or None)
+            engine.volumes.attach(container_id, name)
+            if not existed and not mount.nocopy:
+                copy_up(rootfs, mount.target, engine.volumes.path(name))
+            mount = replace(mount, kind="bind", source=engine.volumes.path(name))
+        elif mount.kind == "bind" and not os.path.exists(mount.source):
+            os.makedirs(mount.source, mode=0o755)  # as -v does; --mount refused it when parsed
+        resolved.append(mount)
+    return resolved
+
+
+def _exists(volumes: Volumes, name: str) -> bool:
+    try:
+        volumes.get(name)
+        return True
+    except NotFound:
+        return False

@@ -4,7 +4,9 @@ Single-threaded, as everything in capsa's fast path: callbacks run one at a
 time and must not block for long (the runtime commands the shim waits for,
 `kill`, `delete`, a restart's `create` and `start`, take tens of
 milliseconds). SIGCHLD reaches the loop through the interpreter's wakeup fd,
-so a child that exits while a callback runs is reaped on the next turn.
+so a child that exits while a callback runs is reaped on the next turn. A
+callback that raises is reported to `on_error` and the loop goes on: a bug in
+one op must not end the supervision of a running container.
 """
 
 import _signal
@@ -32,14 +34,15 @@ class Timer:
 
 
 class Loop:
-    """Descriptors and timers; `on_child_exit` is called after SIGCHLD."""
+    """Descriptors and timers; `on_sigchld` is called after SIGCHLD."""
 
-    def __init__(self, on_sigchld):
+    def __init__(self, on_sigchld, on_error):
         self.epoll = select.epoll()
         self.handlers: dict[int, object] = {}
         self.timers: list[Timer] = []
         self.running = False
         self.on_sigchld = on_sigchld
+        self.on_error = on_error
         self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # A Python-level handler is needed for the C handler to write the
         # wakeup fd; it does nothing itself.
@@ -75,7 +78,7 @@ class Loop:
             for fd, events in self.epoll.poll(self._timeout()):
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    handler(events)
+                    self._call(handler, events)
             self._run_due_timers()
 
     def stop(self) -> None:
@@ -93,7 +96,13 @@ class Loop:
         while self.timers and self.timers[0].when <= now:
             timer = heapq.heappop(self.timers)
             if not timer.cancelled:
-                timer.callback()
+                self._call(timer.callback)
+
+    def _call(self, callback, *args) -> None:
+        try:
+            callback(*args)
+        except Exception as err:
+            self.on_error(err)
 
     def _wakeup(self, _events: int) -> None:
         try:

@@ -147,7 +147,7 @@ def parse_duration(text: str, flag: str, positive: bool = False) -> float:
         seconds = float(number) * scale if scale and number else -1.0
     except ValueError:
         seconds = -1.0
-    if seconds < 0 or seconds != seconds or seconds == float("inf") or (positive and seconds == 0):
+    if not 0 <= seconds < float("inf") or (positive and seconds == 0):  # NaN fails too
         raise InvalidArgument(f"invalid value {text!r} for --{flag}")
     return seconds
 

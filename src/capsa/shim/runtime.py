@@ -105,10 +105,9 @@ class Runtime:
                 os.close(fd)
             raise RuntimeFailed(f"failed to create container {self.id}: "
                                 f"{failure_message(bytes(output), code)}")  # fmt: skip
-        if console is not None and not master:
-            # The master may have come in with create's last breath.
-            if select.select([console.fileno()], [], [], 0.5)[0]:
-                master.append(_receive_console(console))
+        # The master may have come in with create's last breath.
+        if console is not None and not master and select.select([console], [], [], 0.5)[0]:
+            master.append(_receive_console(console))
         try:
             with open(pid_file, "rb") as f:
                 init_pid = int(f.read().strip() or b"0")
@@ -172,12 +171,30 @@ def exit_code(status: int) -> int:
 
 
 def failure_message(output: bytes, code: int) -> str:
-    """The runtime's last non-empty line of output, or its exit status."""
+    """The runtime's last non-empty line of output, or its exit status. A
+    logrus line (runc's `time=".." level=error msg=".."`, or its JSON form)
+    gives its msg."""
     for line in reversed(output.decode("utf-8", "replace").splitlines()):
         line = line.strip()
         if line:
-            return line[:1000]
+            return _logrus_message(line)[:1000]
     return "timed out" if code < 0 else f"exit status {code}"
+
+
+def _logrus_message(line: str) -> str:
+    from capsa import fastjson
+
+    try:
+        if line.startswith("{"):
+            return str(fastjson.loads(line).get("msg", line))
+        if line.startswith('time="') and ' msg="' in line:
+            from _json import scanstring
+
+            start = line.index(' msg="') + 6
+            return scanstring(line, start)[0]  # a Go-quoted string reads as a JSON one
+    except (ValueError, AttributeError):
+        pass
+    return line
 
 
 def _read_available(fd: int) -> bytes:

@@ -1,0 +1,92 @@
+"""Engine fixtures: one store (with busybox imported as busybox:latest) and
+one state directory per session, the capsa CLI on them, and after every
+test: no container left in capsa's records, nothing left on the host.
+
+The state directory is short (/run/ce-XXXXXXXX): a shim's socket path
+holds a 64-hex container ID and must fit a unix socket's 108 bytes.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import leaks  # noqa: E402
+from runtimes import ROOT, capsa_command  # noqa: E402
+
+BUNDLE_SCRIPT = os.path.join(ROOT, "scripts", "busybox-bundle")
+TIMEOUT = 60
+
+
+class Capsa:
+    def __init__(self, root: str, state: str):
+        self.root, self.state = root, state
+        self.env = dict(os.environ, CAPSA_STATE=state, PYTHONPATH=os.path.join(ROOT, "src"))
+
+    def argv(self, *args: str) -> list[str]:
+        return [*capsa_command(), "--root", self.root, *args]
+
+    def __call__(self, *args: str, check: bool = True, input: str | None = None,  # noqa: A002
+                 timeout: float = TIMEOUT) -> subprocess.CompletedProcess:  # fmt: skip
+        result = subprocess.run(self.argv(*args), env=self.env, text=True, capture_output=True,
+                                timeout=timeout, input=input,
+                                stdin=None if input is not None else subprocess.DEVNULL)  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"capsa {' '.join(args)} exited {result.returncode}:\n"
+                                 f"stdout: {result.stdout}\nstderr: {result.stderr}")  # fmt: skip
+        return result
+
+    def fails(self, *args: str, code: int | None = None) -> str:
+        result = self(*args, check=False)
+        assert result.returncode != 0, f"capsa {' '.join(args)} succeeded: {result.stdout}"
+        if code is not None:
+            assert result.returncode == code, (result.returncode, result.stderr)
+        return result.stderr.strip()
+
+    def remove_all(self) -> None:
+        ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
+        if ids:
+            self("rm", "-f", "-v", *ids, check=False)
+
+
+@pytest.fixture(scope="session")
+def engine_session():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    base = tempfile.mkdtemp(prefix="capsa-engine-", dir="/var/tmp")
+    state = tempfile.mkdtemp(prefix="ce-", dir="/run")
+    capsa = Capsa(os.path.join(base, "root"), state)
+    subprocess.run([sys.executable, BUNDLE_SCRIPT, os.path.join(base, "bundle")], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    capsa("import", os.path.join(base, "bundle", "rootfs"), "busybox:latest")
+    yield capsa
+    capsa.remove_all()
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _ours(left: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Ignore the cgroup parents the runtime makes once (<ctrl>/capsa)."""
+    if "cgroup" in left:
+        left["cgroup"] = {path for path in left["cgroup"] if os.path.basename(path) != "capsa"}
+    return {kind: found for kind, found in left.items() if found}
+
+
+@pytest.fixture
+def capsa(engine_session):
+    before = leaks.snapshot()
+    yield engine_session
+    left_over = engine_session("ps", "-aq", check=False).stdout.split()
+    engine_session.remove_all()
+    deadline = time.monotonic() + 5
+    left = _ours(leaks.new_since(before))
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = _ours(leaks.new_since(before))
+    assert not left_over, f"test left containers: {left_over}"
+    assert not left, f"test left behind: {left}"

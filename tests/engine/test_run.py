@@ -1,0 +1,39 @@
+"""`capsa run` and the container lifecycle, end to end as a Docker user
+types them: real containers from busybox:latest, each under a capsa-shim."""
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def test_run_rm_prints_output_and_returns_the_exit_code(capsa):
+    result = capsa("run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert capsa("ps", "-aq").stdout == ""
+
+
+def test_detached_run_ps_logs_stop_rm(capsa):
+    cid = capsa("run", "-d", "--name", "web", "busybox", "sh", "-c",
+                "trap 'echo bye; exit 0' TERM; echo hello; while true; do sleep 0.1; done").stdout.strip()
+    assert len(cid) == 64
+    assert capsa("ps", "-q").stdout.split() == [cid[:12]]
+    deadline = time.monotonic() + 5
+    while "hello" not in capsa("logs", "web").stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert capsa("logs", "web").stdout == "hello\n"
+    assert "You cannot remove a running container" in capsa.fails("rm", "web")
+    assert capsa("stop", "web").stdout == "web\n"
+    info = json.loads(capsa("inspect", "web").stdout)[0]
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 0
+    assert capsa("logs", "web").stdout == "hello\nbye\n"
+    assert "Exited (0)" in capsa("ps", "-a").stdout
+    assert capsa("rm", "web").stdout == "web\n"
+
+
+def test_unknown_command_and_image_exit_codes(capsa):
+    assert "not found" in capsa.fails("run", "--rm", "busybox", "no-such-program", code=127)
+    assert "connection refused" in capsa.fails("run", "--rm", "127.0.0.1:1/nosuch", code=125)
+    assert capsa("ps", "-aq").stdout == ""
