@@ -19,7 +19,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, with usage errors raised as one-line InvalidArgument."""
 
     def error(self, message: str):
-        raise InvalidArgument(f"{self.prog}: {message}")
+        command = self.prog.partition(" ")[2]  # "capsa run" -> "run"
+        raise InvalidArgument(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> Parser:
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except CapsaError as err:
         if debug:
             raise
-        return fail(str(err))
+        return fail(str(err), 125 if command_of(argv) in ("run", "create") else 1)
     except BrokenPipeError:
         # stdout went away (`capsa images | head`): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -63,9 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def fail(message: str) -> int:
+def fail(message: str, code: int = 1) -> int:
     sys.stderr.write(f"capsa: {message}\n")
-    return 1
+    return code
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command word, after the global flags (--root takes a value)."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--root":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 if __name__ == "__main__":

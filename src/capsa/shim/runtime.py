@@ -109,15 +109,32 @@ class Runtime:
         if console is not None and not master and select.select([console], [], [], 0.5)[0]:
             master.append(_receive_console(console))
         try:
+            init_pid = self._read_pid(pid_file)
+            if console is not None and not master:
+                raise RuntimeFailed(f"failed to create container {self.id}: the runtime sent "
+                                    f"no terminal on the console socket")  # fmt: skip
+        except RuntimeFailed:
+            # The runtime did create it: nothing may be left behind.
+            for fd in master:
+                os.close(fd)
+            try:
+                self.delete(force=True)
+            except RuntimeFailed:
+                pass
+            raise
+        return Created(init_pid, master[0] if master else None, bytes(output))
+
+    def _read_pid(self, pid_file: str) -> int:
+        try:
             with open(pid_file, "rb") as f:
-                init_pid = int(f.read().strip() or b"0")
+                pid = int(f.read().strip() or b"0")
         except (OSError, ValueError) as err:
             raise RuntimeFailed(f"failed to create container {self.id}: the runtime wrote "
                                 f"no init pid to {pid_file}: {err}") from None  # fmt: skip
-        if console is not None and not master:
-            raise RuntimeFailed(f"failed to create container {self.id}: the runtime sent no "
-                                f"terminal on the console socket")  # fmt: skip
-        return Created(init_pid, master[0] if master else None, bytes(output))
+        if pid <= 0:
+            raise RuntimeFailed(f"failed to create container {self.id}: the runtime wrote "
+                                f"no init pid to {pid_file}")  # fmt: skip
+        return pid
 
     def start(self) -> None:
         self.call("start", self.id)

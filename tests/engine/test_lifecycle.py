@@ -1,0 +1,169 @@
+"""The container lifecycle beyond a plain run: exec, terminals, restart
+policies, healthchecks, OOM, log rotation, many containers at once, and a
+killed CLI or killed shims leaving a state ps reports truly."""
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def wait_for(predicate, timeout: float = 15, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def inspect(capsa, name: str) -> dict:
+    return json.loads(capsa("inspect", name).stdout)[0]
+
+
+def test_exec_output_exit_codes_and_env(capsa):
+    capsa("run", "-d", "--name", "box", "-e", "FROM_RUN=1", "busybox", "sleep", "100")
+    result = capsa("exec", "-e", "EXTRA=2", "-w", "/tmp", "box", "sh", "-c", "echo $FROM_RUN$EXTRA; pwd; exit 4",
+                   check=False)  # fmt: skip
+    assert (result.returncode, result.stdout) == (4, "12\n/tmp\n")
+    assert capsa("exec", "box", "no-such-program", check=False).returncode == 127
+    assert capsa("exec", "-u", "65534", "box", "id", "-u").stdout == "65534\n"
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+    assert needle in seen, seen
+    return seen
+
+
+def test_interactive_terminal_resize_and_detach(capsa):
+    master, slave = pty.openpty()
+    from capsa.linux.tty import set_size
+
+    set_size(master, 30, 100)
+    cli = subprocess.Popen(capsa.argv("run", "-it", "--name", "term", "busybox", "sh"), env=capsa.env,
+                           stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    try:
+        os.write(master, b"echo answer-$((6*7))\r")
+        read_until(master, b"answer-42")
+        os.write(master, b"stty size\r")
+        read_until(master, b"30 100")
+        set_size(master, 40, 120)
+        os.kill(cli.pid, signal.SIGWINCH)
+        time.sleep(0.3)
+        os.write(master, b"stty size\r")
+        read_until(master, b"40 120")
+        os.write(master, b"\x10\x11")  # Ctrl-P Ctrl-Q: detach, the container keeps running
+        assert cli.wait(timeout=10) == 0
+        assert inspect(capsa, "term")["State"]["Running"]
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        os.close(master)
+
+
+def test_restart_on_failure_counts_and_stops(capsa):
+    capsa("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
+    state = wait_for(lambda: (s := inspect(capsa, "flaky"))["State"]["Status"] == "exited" and
+                     s["RestartCount"] == 2 and s, what="two restarts")  # fmt: skip
+    assert state["State"]["ExitCode"] == 3
+    assert capsa("logs", "flaky").stdout == ""
+
+
+def test_healthcheck_turns_unhealthy(capsa):
+    capsa("run", "-d", "--name", "checked", "--health-cmd", "test -e /tmp/ok", "--health-interval", "0.3s",
+          "--health-retries", "2", "busybox", "sh", "-c", "touch /tmp/ok; sleep 100")  # fmt: skip
+    wait_for(lambda: inspect(capsa, "checked")["State"]["Health"]["Status"] == "healthy", what="healthy")
+    capsa("exec", "checked", "rm", "/tmp/ok")
+    health = wait_for(lambda: (h := inspect(capsa, "checked")["State"]["Health"])["Status"] == "unhealthy"
+                      and h, what="unhealthy")  # fmt: skip
+    assert health["FailingStreak"] >= 2 and health["Log"][-1]["ExitCode"] == 1
+
+
+def test_oom_killed_is_recorded(capsa):
+    result = capsa("run", "--name", "hog", "-m", "16m", "--memory-swap", "16m", "busybox", "sh", "-c",
+                   "x=a; while true; do x=$x$x; done", check=False)  # fmt: skip
+    assert result.returncode == 137, result.stderr
+    state = inspect(capsa, "hog")["State"]
+    assert state["OOMKilled"] and state["ExitCode"] == 137
+
+
+def test_logs_rotate_and_follow(capsa):
+    capsa("run", "-d", "--name", "chatty", "--log-opt", "max-size=2k", "--log-opt", "max-file=2", "busybox",
+          "sh", "-c", "i=0; while [ $i -lt 200 ]; do echo line-$i; i=$((i+1)); sleep 0.01; done")  # fmt: skip
+    follower = subprocess.run(capsa.argv("logs", "-f", "chatty"), env=capsa.env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+    assert follower.stdout.splitlines()[-1] == "line-199"
+    container = inspect(capsa, "chatty")
+    log = container["LogPath"]
+    assert os.path.exists(log + ".1") and not os.path.exists(log + ".2")
+    assert all(os.path.getsize(p) <= 2048 for p in (log, log + ".1"))
+    assert capsa("logs", "--tail", "2", "chatty").stdout == "line-198\nline-199\n"
+
+
+def test_twenty_containers_at_once(capsa):
+    runs = [subprocess.Popen(capsa.argv("run", "-d", "--name", f"many{i}", "busybox", "sleep", "100"),
+                             env=capsa.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(20)]  # fmt: skip
+    results = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
+    assert [code for code, _ in results] == [0] * 20, results
+    assert len(capsa("ps", "-q").stdout.split()) == 20
+
+
+def test_killing_the_cli_or_the_shims(capsa):
+    cli = subprocess.Popen(capsa.argv("run", "--name", "survivor", "busybox", "sleep", "100"), env=capsa.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for(lambda: "survivor" in capsa("ps").stdout, what="the container")
+    cli.kill()
+    cli.wait()
+    assert inspect(capsa, "survivor")["State"]["Running"]
+    for line in subprocess.run(["pgrep", "-f", "capsa-shim|capsa.shim.main"], capture_output=True,
+                               text=True).stdout.split():  # fmt: skip
+        with open(f"/proc/{line}/cmdline", "rb") as f:
+            if capsa.state.encode() in f.read():
+                os.kill(int(line), signal.SIGKILL)
+    # With the shim gone the container still runs; ps says so, stop and rm clean up.
+    assert "Up" in capsa("ps", "-a", "--filter", "name=survivor").stdout
+    capsa("rm", "-f", "survivor")
+
+
+def test_bad_input_gives_dockers_errors(capsa):
+    assert capsa("run", "--bogus", "busybox", check=False).returncode == 125
+    assert "invalid volume specification" in capsa.fails("run", "-v", "/a:b", "busybox", "true", code=125)
+    capsa("create", "--name", "taken", "busybox", "true")
+    assert "is already in use" in capsa.fails("run", "--name", "taken", "busybox", "true", code=125)
+    capsa("rm", "taken")
+    assert "No such container" in capsa.fails("logs", "nothere")
+
+
+def test_named_volume_outlives_containers(capsa):
+    capsa("run", "--rm", "-v", "keep:/data", "busybox", "sh", "-c", "echo kept > /data/file")
+    assert capsa("run", "--rm", "-v", "keep:/data", "busybox", "cat", "/data/file").stdout == "kept\n"
+    capsa("run", "-d", "--name", "user", "-v", "keep:/data", "busybox", "sleep", "100")
+    assert "volume is in use" in capsa.fails("volume", "rm", "keep")
+    capsa("rm", "-f", "user")
+    assert capsa("volume", "rm", "keep").stdout == "keep\n"
+
+
+@pytest.mark.parametrize("runtime", ["runc", "capsa"])
+def test_other_runtimes(capsa, runtime):
+    result = capsa("run", "--rm", "--runtime", runtime, "busybox", "sh", "-c", "echo via; exit 5", check=False)
+    assert (result.returncode, result.stdout) == (5, "via\n")
