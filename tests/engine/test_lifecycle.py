@@ -38,18 +38,36 @@ def test_exec_output_exit_codes_and_env(capsa):
     assert capsa("exec", "-u", "65534", "box", "id", "-u").stdout == "65534\n"
 
 
-def read_until(fd: int, needle: bytes, timeout: float = 10) -> bytes:
-    seen = b""
-    deadline = time.monotonic() + timeout
-    while needle not in seen and time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                seen += os.read(fd, 4096)
-            except OSError:
-                break
-    assert needle in seen, seen
-    return seen
+class Terminal:
+    """The test's side of a pty: what was read and not yet expected is kept."""
+
+    def __init__(self, master: int):
+        self.master = master
+        self.pending = b""
+
+    def expect(self, needle: bytes, timeout: float = 10) -> bytes:
+        """Read until NEEDLE; returns what came before it."""
+        deadline = time.monotonic() + timeout
+        while needle not in self.pending and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.pending += os.read(self.master, 4096)
+                except OSError:
+                    break
+        assert needle in self.pending, self.pending
+        before, _, self.pending = self.pending.partition(needle)
+        return before
+
+    def prompt(self) -> None:
+        """busybox's prompt, ready for input: after printing it the shell
+        asks where the cursor is; answered as a terminal would, it reads."""
+        self.expect(b"\x1b[6n")
+        self.type(b"\x1b[1;5R")
+        time.sleep(0.3)  # the answer and the next line must not arrive together
+
+    def type(self, text: bytes) -> None:
+        os.write(self.master, text)
 
 
 def test_interactive_terminal_resize_and_detach(capsa):
@@ -60,17 +78,22 @@ def test_interactive_terminal_resize_and_detach(capsa):
     cli = subprocess.Popen(capsa.argv("run", "-it", "--name", "term", "busybox", "sh"), env=capsa.env,
                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
     os.close(slave)
+    term = Terminal(master)
     try:
-        os.write(master, b"echo answer-$((6*7))\r")
-        read_until(master, b"answer-42")
-        os.write(master, b"stty size\r")
-        read_until(master, b"30 100")
+        term.prompt()  # the first prompt shows: capsa attaches before the shell starts
+        term.type(b"echo answer-$((6*7))\r")
+        term.expect(b"answer-42")
+        term.prompt()
+        term.type(b"stty size\r")
+        term.expect(b"30 100")
+        term.prompt()
         set_size(master, 40, 120)
         os.kill(cli.pid, signal.SIGWINCH)
         time.sleep(0.3)
-        os.write(master, b"stty size\r")
-        read_until(master, b"40 120")
-        os.write(master, b"\x10\x11")  # Ctrl-P Ctrl-Q: detach, the container keeps running
+        term.type(b"stty size\r")
+        term.expect(b"40 120")
+        term.prompt()
+        term.type(b"\x10\x11")  # Ctrl-P Ctrl-Q: detach, the container keeps running
         assert cli.wait(timeout=10) == 0
         assert inspect(capsa, "term")["State"]["Running"]
     finally:

@@ -98,7 +98,7 @@ def cmd_run(args) -> int:
             raise InvalidArgument("conflicting options: cannot both remove and restart containers")
         container = engine.create(run_options(args), pull_missing(args))
         try:
-            container = engine.start(container)
+            container = engine.start(container, attach_first=not args.detach and (args.tty or args.interactive))
         except CapsaError:
             if args.rm:
                 engine.remove(container, force=True)

@@ -79,7 +79,9 @@ class Engine:
 
     # -- start, and what the shim says
 
-    def start(self, container: Container) -> Container:
+    def start(self, container: Container, attach_first: bool = False) -> Container:
+        """Start CONTAINER under a new shim; ATTACH_FIRST: its program
+        starts when the first client attaches (a foreground `run -it`)."""
         container = self.refresh(container)
         if container.state in ACTIVE:
             return container
@@ -88,7 +90,7 @@ class Engine:
         if not os.path.ismount(paths.rootfs):
             bundle.mount_rootfs(self, container, self.images.get(container.image))
         os.makedirs(paths.state, mode=0o700, exist_ok=True)
-        answer = shim.start(self._shim_args(container, paths))
+        answer = shim.start(self._shim_args(container, paths) + (["--start-on-attach"] if attach_first else []))
         self.containers.update(container.id, state="running", pid=answer["pid"], exit_code=0,
                                oom_killed=0, started_at=now(), finished_at="")  # fmt: skip
         return self.containers.get(container.id)

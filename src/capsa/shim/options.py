@@ -2,7 +2,7 @@
 
     capsa-shim --id ID --bundle DIR --state-dir DIR --runtime PATH
                [--runtime-root DIR] [--runtime-arg ARG]... --log-path FILE
-               [--log-max-size BYTES] [--log-max-file N] [--tty] [--stdin]
+               [--log-max-size BYTES] [--log-max-file N] [--tty] [--stdin] [--start-on-attach]
                [--restart no|always|unless-stopped|on-failure[:N]]
                [--health-cmd JSON-ARGV [--health-interval S] [--health-timeout S]
                 [--health-retries N] [--health-start-period S]]
@@ -30,7 +30,7 @@ FLAGS = {
     "stdin": (False, False), "restart": (True, "no"), "health-cmd": (True, None),
     "health-interval": (True, "30"), "health-timeout": (True, "30"),
     "health-retries": (True, "3"), "health-start-period": (True, "0"),
-    "stop-signal": (True, None), "help": (False, False),
+    "stop-signal": (True, None), "start-on-attach": (False, False), "help": (False, False),
 }  # fmt: skip
 REQUIRED = ("id", "bundle", "state-dir", "runtime", "log-path")
 PATHS = ("bundle", "state-dir", "runtime", "runtime-root", "log-path")
@@ -64,6 +64,7 @@ class Options:
         self.log_max_files = _count(values["log-max-file"], "log-max-file", minimum=1)
         self.tty: bool = values["tty"]
         self.stdin: bool = values["stdin"]
+        self.start_on_attach: bool = values["start-on-attach"]
         self.restart = RestartPolicy.parse(values["restart"])
         self.stop_signal_given = values["stop-signal"] is not None
         self.stop_signal = parse_signal(values["stop-signal"] or "SIGTERM")

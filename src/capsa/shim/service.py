@@ -32,6 +32,8 @@ from capsa.shim.server import Server
 from capsa.shim.streams import Streams
 
 SIGKILL = 9
+# --start-on-attach: start anyway if no client attached within this many seconds.
+ATTACH_WAIT = 10.0
 
 
 class Shim:
@@ -68,6 +70,7 @@ class Shim:
         self.waiters: list[tuple[object, str]] = []  # (connection, op) until exited
         self.stop_timer = None
         self.restart_timer = None
+        self.attach_timer = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -86,13 +89,32 @@ class Shim:
             self.diag.warn(f"runtime create said: {created.output.decode(errors='replace')}")
         self.streams.begin(run, created.master)
         self.oom = OomCounter.for_pid(created.pid)  # while the init is alive
+        self.pid = created.pid
+        if self.opts.start_on_attach and self.restart_count == 0:
+            # `run -it`: the first client attaches before the program starts,
+            # so it sees the first prompt (as docker attaches before start).
+            self.status = "created"
+            self.attach_timer = self.loop.call_later(ATTACH_WAIT, self._start_created)
+            return self.pid
+        self._begin_running()
+        return self.pid
+
+    def _start_created(self) -> None:
+        """Start the created container (first attach, or ATTACH_WAIT passed)."""
+        self.attach_timer.cancel()
+        try:
+            self._begin_running()
+        except CapsaError as err:
+            self.error = f"failed to start: {err}"
+            self.diag.error(self.error)
+
+    def _begin_running(self) -> None:
         try:
             self.runtime.start()
         except BaseException:
             self._delete(force=True)
             self.streams.end_run()
             raise
-        self.pid = created.pid
         self.status = "running"
         self.started_at = rfc3339nano()
         self.run_began = time.monotonic()
@@ -102,7 +124,6 @@ class Shim:
         if self.prober is not None:
             self.prober.begin()
             self._health_changed(self.prober.health)
-        return self.pid
 
     def run(self) -> None:
         """Serve until `shutdown`."""
@@ -282,6 +303,8 @@ class Shim:
             sock.close()
             return
         self.streams.attach(sock, request.stdin, conn.rest)
+        if self.status == "created":
+            self._start_created()
 
     def op_resize(self, conn, request) -> None:
         if not self.opts.tty:
