@@ -61,3 +61,13 @@ def parse_time(text: str) -> float | None:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
+
+
+def binary(count: int) -> str:
+    """Binary units as docker stats prints memory ("1.5MiB")."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.4g}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")

@@ -24,7 +24,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from capsa.cli import containers, images, run
+    from capsa.cli import containers, images, inspecting, run
 
     parser = Parser(prog="capsa", description="A daemonless container engine.")
     parser.add_argument("--root", default=None,
@@ -35,6 +35,7 @@ def build_parser() -> Parser:
     images.register(commands)
     run.register(commands)
     containers.register(commands)
+    inspecting.register(commands)
     return parser
 
 

@@ -7,7 +7,6 @@ import argparse
 import os
 import sys
 
-from capsa import fastjson
 from capsa.errors import CapsaError, InvalidArgument
 
 DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q
@@ -250,47 +249,18 @@ def add_exec_flags(p) -> None:
 
 def cmd_exec(args) -> int:
     import subprocess
-    import tempfile
 
     from capsa.cli.containers import open_engine
-    from capsa.engine import users
 
     if not args.command:
         raise InvalidArgument("exec needs a command to run")
     engine = open_engine(args)
-    container = engine.refresh(engine.containers.lookup(args.container))
-    if container.state != "running":
-        raise CapsaError(f"Container {container.id} is not running")
-    paths = engine.paths(container)
-    with open(paths.in_bundle("config.json")) as f:
-        process = fastjson.loads(f.read())["process"]
-    process.update(args=args.command, terminal=args.tty)
-    process["env"] = _merge_env(process.get("env", []), args.env)
-    if args.workdir:
-        process["cwd"] = args.workdir
-    if args.user:
-        user = users.resolve(paths.rootfs, args.user, [])
-        process["user"] = {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids}
-    with tempfile.NamedTemporaryFile("w", dir=paths.bundle, prefix="exec-", suffix=".json") as spec:
-        spec.write(fastjson.dumps(process))
-        spec.flush()
-        argv = [container.runtime, "--root", paths.runtime_root, "exec", "--process", spec.name]
-        argv += ["--detach"] if args.detach else []
-        result = subprocess.run([*argv, container.id], stdin=None if args.interactive or args.tty
-                                else subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)  # fmt: skip
-    error = result.stderr.decode(errors="replace")
-    sys.stderr.write(error)
-    if result.returncode != 0 and ("exec failed" in error or "executable file not found" in error):
-        return 127 if "not found" in error or "no such file" in error else 126
+    container = engine.containers.lookup(args.container)
+    result = engine.exec(container, args.command, env=args.env, workdir=args.workdir, user=args.user,
+                         tty=args.tty, detach=args.detach,
+                         stdin=None if args.interactive or args.tty else subprocess.DEVNULL)  # fmt: skip
+    sys.stderr.write(result.stderr)
     return result.returncode
-
-
-def _merge_env(base: list[str], extra: list[str]) -> list[str]:
-    env = dict(item.split("=", 1) if "=" in item else (item, os.environ.get(item, "")) for item in base)
-    for item in extra:
-        key, sep, value = item.partition("=")
-        env[key] = value if sep else os.environ.get(key, "")
-    return [f"{k}={v}" for k, v in env.items()]
 
 
 def _attach_flags(p) -> None:

@@ -8,9 +8,12 @@ import os
 from capsa import fastjson as json
 from capsa.engine import spec, users, volumes
 from capsa.engine.options import RunOptions
+from capsa.errors import Unsupported
 from capsa.images import rootfs as image_rootfs
 from capsa.images.store import Image
 
+INIT = "/usr/bin/tini-static"
+INIT_TARGET = "/sbin/docker-init"
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
 fe00::0\tip6-localnet
@@ -33,9 +36,21 @@ def prepare(engine, container, image: Image, options: RunOptions) -> dict:
     document = spec.build_spec(container_id=container.id, image_config=config, rootfs=paths.rootfs,
                                options=options, user=user, mounts=mounts, hostname=hostname,
                                cgroups_path=f"/capsa/{container.id}", extra_files=extra_files)  # fmt: skip
+    if options.init:
+        add_init(document)
     with open(paths.in_bundle("config.json"), "w") as f:
         f.write(json.dumps(document))
     return document
+
+
+def add_init(document: dict) -> None:
+    """--init: Debian's static tini as pid 1 (Docker's docker-init), which
+    forwards signals and reaps orphans, then runs the command."""
+    if not os.path.exists(INIT):
+        raise Unsupported(f"--init needs {INIT} (Debian's tini package)")
+    document["mounts"].append({"destination": INIT_TARGET, "type": "bind", "source": INIT,
+                               "options": ["rbind", "ro", "nosuid", "nodev"]})  # fmt: skip
+    document["process"]["args"] = [INIT_TARGET, "--", *document["process"]["args"]]
 
 
 def mount_rootfs(engine, container, image: Image) -> str:

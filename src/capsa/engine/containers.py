@@ -226,6 +226,42 @@ class Engine:
         self._runtime(container, "resume", container.id, check=True)
         self.containers.update(container.id, state="running")
 
+    # -- exec
+
+    def exec(self, container: Container, argv: list[str], env=(), workdir: str | None = None,
+             user: str | None = None, tty: bool = False, detach: bool = False, stdin=None,
+             capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
+        """Run ARGV in the running container through `<runtime> exec`, with
+        the container's process settings; Docker's 126/127 for a command
+        that cannot run or is not found. stderr is always captured (text)."""
+        import tempfile
+
+        from capsa.engine import users
+
+        container = self.refresh(container)
+        if container.state != "running":
+            raise FailedPrecondition(f"Container {container.id} is not running")
+        paths = self.paths(container)
+        with open(paths.in_bundle("config.json")) as f:
+            process = json.load(f)["process"]
+        process.update(args=list(argv), terminal=tty, env=merge_env(process.get("env", []), env))
+        if workdir:
+            process["cwd"] = workdir
+        if user:
+            found = users.resolve(paths.rootfs, user, [])
+            process["user"] = {"uid": found.uid, "gid": found.gid, "additionalGids": list(found.additional_gids)}
+        with tempfile.NamedTemporaryFile("w", dir=paths.bundle, prefix="exec-", suffix=".json") as spec:
+            json.dump(process, spec)
+            spec.flush()
+            command = [container.runtime, "--root", paths.runtime_root, "exec", "--process", spec.name,
+                       *(["--detach"] if detach else []), container.id]  # fmt: skip
+            result = subprocess.run(command, stdin=stdin, stdout=subprocess.PIPE if capture else None,
+                                    stderr=subprocess.PIPE, check=False)  # fmt: skip
+        result.stderr = result.stderr.decode(errors="replace")
+        if result.returncode != 0 and ("executable file not found" in result.stderr or "exec failed" in result.stderr):
+            result.returncode = 127 if "not found" in result.stderr or "no such file" in result.stderr else 126
+        return result
+
     # -- removal
 
     def remove(self, container: Container, force: bool = False, volumes: bool = False) -> None:
@@ -281,3 +317,13 @@ def health_args(options: dict) -> list[str]:
         if options.get(f"health_{flag}") is not None:
             args += [f"--health-{flag.replace('_', '-')}", str(options[f"health_{flag}"])]
     return args
+
+
+def merge_env(base: list[str], extra) -> list[str]:
+    """BASE ("K=V") with EXTRA's entries replacing or adding; a bare "K"
+    takes this process's value, as docker exec -e does."""
+    env = dict(item.split("=", 1) for item in base if "=" in item)
+    for item in extra:
+        key, sep, value = item.partition("=")
+        env[key] = value if sep else os.environ.get(key, "")
+    return [f"{k}={v}" for k, v in env.items()]

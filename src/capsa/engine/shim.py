@@ -3,7 +3,6 @@ it over its socket (one JSON request line per connection, JSON replies;
 `attach` turns the connection into the container's byte stream)."""
 
 import json
-import os
 import shutil
 import socket
 import subprocess

@@ -190,3 +190,28 @@ def test_named_volume_outlives_containers(capsa):
 def test_other_runtimes(capsa, runtime):
     result = capsa("run", "--rm", "--runtime", runtime, "busybox", "sh", "-c", "echo via; exit 5", check=False)
     assert (result.returncode, result.stdout) == (5, "via\n")
+
+
+def test_init_is_pid_one_and_reaps(capsa):
+    result = capsa("run", "--rm", "--init", "busybox", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $$")
+    first, shell_pid = result.stdout.splitlines()
+    assert first.startswith("/sbin/docker-init -- sh") and shell_pid != "1"
+
+
+def test_python_api_like_docker_py(capsa, monkeypatch):
+    import capsa as capsa_package
+
+    monkeypatch.setenv("CAPSA_STATE", capsa.state)
+    client = capsa_package.from_env(capsa.root)
+    try:
+        assert client.containers.run("busybox", ["echo", "hi"], remove=True) == b"hi\n"
+        web = client.containers.run("busybox", "sleep 100", detach=True, name="api-web")
+        assert web.status == "running" and web.name == "api-web"
+        result = web.exec_run("sh -c 'echo $X'", environment={"X": "exec"})
+        assert (result.exit_code, result.output) == (0, b"exec\n")
+        web.stop(timeout=0)
+        assert web.wait()["StatusCode"] == 137
+        web.remove()
+        assert client.containers.list(all=True) == []
+    finally:
+        client.close()
