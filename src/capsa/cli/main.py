@@ -23,7 +23,38 @@ class Parser(argparse.ArgumentParser):
         raise InvalidArgument(f"{command}: {message}" if command else message)
 
 
-def build_parser() -> Parser:
+class _Skipped:
+    """Stands in for the parser of a command not being run: building all of
+    argparse's subparsers costs more than a container's start."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self
+
+    def __setattr__(self, name, value):
+        pass
+
+
+class _OnlyCommand:
+    """The subparsers action, registering just COMMAND."""
+
+    def __init__(self, commands, command: str):
+        self.commands, self.command = commands, command
+
+    def add_parser(self, name: str, **kwargs):
+        if name == self.command:
+            return self.commands.add_parser(name, **kwargs)
+        return _Skipped()
+
+
+def known_command(command: str | None) -> bool:
+    from capsa.cli import COMMANDS
+
+    return command in COMMANDS
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """The whole command line, or (COMMAND given) just what that command
+    needs to parse its arguments."""
     from capsa.cli import containers, images, inspecting, run
 
     parser = Parser(prog="capsa", description="A daemonless container engine.")
@@ -32,6 +63,8 @@ def build_parser() -> Parser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"capsa version {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    if command is not None:
+        commands = _OnlyCommand(commands, command)
     images.register(commands)
     run.register(commands)
     containers.register(commands)
@@ -43,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        command = command_of(argv)
+        only = known_command(command) and "--help" not in argv and "-h" not in argv
+        parser = build_parser(command if only else None)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()

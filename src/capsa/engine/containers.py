@@ -15,10 +15,8 @@ import signal
 import subprocess
 import time
 
-from capsa.engine import bundle, names, runtimes, shim
-from capsa.engine.options import RunOptions
+from capsa.engine import names, runtimes, shim
 from capsa.engine.paths import Paths, default_state
-from capsa.engine.options import parse_bytes
 from capsa.engine.records import Container, Containers, new_id, now
 from capsa.engine.volumes import Volumes
 from capsa.errors import CapsaError, FailedPrecondition, NotFound
@@ -47,10 +45,12 @@ class Engine:
 
     # -- create
 
-    def create(self, options: RunOptions, pull=None) -> Container:
+    def create(self, options, pull=None) -> Container:
         """A new container from OPTIONS; PULL(name) is called when the image
         is not in the store (the CLI pulls it with progress)."""
         image = self._image(options.image, pull)
+        from capsa.engine import bundle  # the spec's modules: only create needs them
+
         runtime = runtimes.resolve(options.runtime)
         name = names.check(options.name) if options.name else names.generate(self.containers.name_taken)
         container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
@@ -88,6 +88,8 @@ class Engine:
         paths = self.paths(container)
         self._retire_shim(container)
         if not os.path.ismount(paths.rootfs):
+            from capsa.engine import bundle
+
             bundle.mount_rootfs(self, container, self.images.get(container.image))
         os.makedirs(paths.state, mode=0o700, exist_ok=True)
         answer = shim.start(self._shim_args(container, paths) + (["--start-on-attach"] if attach_first else []))
@@ -102,6 +104,8 @@ class Engine:
                 "--log-path", paths.log]  # fmt: skip
         log_opts = dict(opt.split("=", 1) for opt in options.get("log_opts") or [])
         if "max-size" in log_opts:
+            from capsa.engine.options import parse_bytes
+
             args += ["--log-max-size", str(parse_bytes(log_opts["max-size"]))]
         if "max-file" in log_opts:
             args += ["--log-max-file", log_opts["max-file"]]
@@ -277,22 +281,25 @@ class Engine:
             except FailedPrecondition:
                 pass
             container = self._settle(container)
-        self._retire_shim(container)
-        self._runtime(container, "delete", "--force", container.id)
+        if not self._retire_shim(container):  # no shim deleted it: the runtime may still know it
+            self._runtime(container, "delete", "--force", container.id)
         self._remove_files(container)
         anonymous = self.volumes.anonymous_of(container.id)
         self.containers.delete(container.id)
         for name in anonymous if volumes else []:
             self.volumes.remove(name)
 
-    def _retire_shim(self, container: Container) -> None:
-        """End the shim of a finished run (it deletes the runtime's state)."""
+    def _retire_shim(self, container: Container) -> bool:
+        """End the shim of a finished run, which deletes the container from
+        the runtime; False if there was no shim to do it."""
         paths = self.paths(container)
         try:
             shim.call(paths.socket, "shutdown")
+            retired = True
         except (shim.ShimGone, FailedPrecondition, OSError):
-            pass
+            retired = False
         shutil.rmtree(paths.state, ignore_errors=True)
+        return retired
 
     def _remove_files(self, container: Container) -> None:
         paths = self.paths(container)
