@@ -215,3 +215,15 @@ def test_python_api_like_docker_py(capsa, monkeypatch):
         assert client.containers.list(all=True) == []
     finally:
         client.close()
+
+
+def test_pause_unpause_and_restart(capsa):
+    capsa("run", "-d", "--name", "frozen", "busybox", "sleep", "100")
+    capsa("pause", "frozen")
+    assert inspect(capsa, "frozen")["State"]["Paused"]
+    assert "(Paused)" in capsa("ps").stdout
+    capsa("unpause", "frozen")
+    assert inspect(capsa, "frozen")["State"]["Status"] == "running"
+    first = inspect(capsa, "frozen")["State"]["Pid"]
+    capsa("restart", "-t", "0", "frozen")
+    assert inspect(capsa, "frozen")["State"]["Running"] and inspect(capsa, "frozen")["State"]["Pid"] != first

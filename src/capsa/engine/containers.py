@@ -49,6 +49,7 @@ class Engine:
         """A new container from OPTIONS; PULL(name) is called when the image
         is not in the store (the CLI pulls it with progress)."""
         image = self._image(options.image, pull)
+        image_defaults(options, json.loads(self.images.content.read(image.id)).get("config") or {})
         from capsa.engine import bundle  # the spec's modules: only create needs them
 
         runtime = runtimes.resolve(options.runtime)
@@ -334,3 +335,20 @@ def merge_env(base: list[str], extra) -> list[str]:
         key, sep, value = item.partition("=")
         env[key] = value if sep else os.environ.get(key, "")
     return [f"{k}={v}" for k, v in env.items()]
+
+
+def image_defaults(options, config: dict) -> None:
+    """What the image config says when the flags do not: its STOPSIGNAL
+    and its HEALTHCHECK (Docker's times are nanoseconds)."""
+    if options.stop_signal is None and config.get("StopSignal"):
+        options.stop_signal = config["StopSignal"]
+    check = config.get("Healthcheck") or {}
+    test = check.get("Test") or []
+    if options.health_cmd is None and not options.no_healthcheck and test and test[0] != "NONE":
+        options.health_cmd = test[1] if test[0] == "CMD-SHELL" else test[1:]
+        for key, field in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
+                           ("StartPeriod", "health_start_period")):  # fmt: skip
+            if getattr(options, field) is None and check.get(key):
+                setattr(options, field, check[key] / 1e9)
+        if options.health_retries is None and check.get("Retries"):
+            options.health_retries = check["Retries"]
