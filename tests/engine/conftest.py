@@ -66,8 +66,16 @@ def engine_session():
     capsa("import", os.path.join(base, "bundle", "rootfs"), "busybox:latest")
     yield capsa
     capsa.remove_all()
+    _unmount_under(base)  # what a failed test's container left mounted
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def _unmount_under(base: str) -> None:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(base + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def _ours(left: dict[str, set[str]]) -> dict[str, set[str]]:

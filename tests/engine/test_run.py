@@ -2,6 +2,8 @@
 types them: real containers from busybox:latest, each under a capsa-shim."""
 
 import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -37,3 +39,11 @@ def test_unknown_command_and_image_exit_codes(capsa):
     assert "not found" in capsa.fails("run", "--rm", "busybox", "no-such-program", code=127)
     assert "connection refused" in capsa.fails("run", "--rm", "127.0.0.1:1/nosuch", code=125)
     assert capsa("ps", "-aq").stdout == ""
+
+
+def test_a_state_dir_too_long_for_a_socket_is_refused(capsa):
+    long_state = "/run/" + "x" * 60
+    result = subprocess.run(capsa.argv("run", "--rm", "busybox", "true"), capture_output=True, text=True,
+                            env=dict(capsa.env, CAPSA_STATE=long_state))  # fmt: skip
+    assert result.returncode == 125 and "too long" in result.stderr, result.stderr
+    assert capsa("ps", "-aq").stdout == "" and not os.path.exists(long_state)

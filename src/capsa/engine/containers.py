@@ -25,6 +25,7 @@ from capsa.linux import mount as mounts
 
 ACTIVE = ("running", "paused")
 STOP_TIMEOUT = 10
+SOCKET_PATH_MAX = 108  # sun_path, NUL included
 # What the record says when no shim is left to tell the exit code.
 UNKNOWN_EXIT = 255
 
@@ -52,6 +53,7 @@ class Engine:
         image_defaults(options, json.loads(self.images.content.read(image.id)).get("config") or {})
         from capsa.engine import bundle  # the spec's modules: only create needs them
 
+        self._check_state_dir()
         runtime = runtimes.resolve(options.runtime)
         name = names.check(options.name) if options.name else names.generate(self.containers.name_taken)
         container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
@@ -68,6 +70,14 @@ class Engine:
             self.containers.delete(container.id)
             raise
         return self.containers.get(container.id)
+
+    def _check_state_dir(self) -> None:
+        """A shim's socket path must fit a unix socket address (108 bytes)."""
+        longest = Paths(self.root, self.state, "0" * 64).socket
+        if len(longest.encode()) >= SOCKET_PATH_MAX:
+            raise FailedPrecondition(f"the state directory {self.state} is too long: a container's shim "
+                                     f"socket would need {len(longest.encode())} of the {SOCKET_PATH_MAX - 1} "
+                                     "bytes a unix socket path may have; choose a shorter CAPSA_STATE")  # fmt: skip
 
     def _image(self, name: str, pull) -> Image:
         try:
