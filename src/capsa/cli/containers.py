@@ -66,7 +66,7 @@ def cmd_start(args) -> int:
         from capsa.cli.run import attach_and_wait
 
         engine = open_engine(args)
-        container = engine.start(engine.containers.lookup(args.containers[0]))
+        container = engine.start(engine.containers.lookup(args.containers[0]), attach_first=True)
         return attach_and_wait(engine, container, stdin=args.interactive)
     return each(args, args.containers, lambda engine, c: engine.start(c))
 

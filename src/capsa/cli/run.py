@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
             raise InvalidArgument("conflicting options: cannot both remove and restart containers")
         container = engine.create(run_options(args), pull_missing(args))
         try:
-            container = engine.start(container, attach_first=not args.detach and (args.tty or args.interactive))
+            container = engine.start(container, attach_first=not args.detach)
         except CapsaError:
             if args.rm:
                 engine.remove(container, force=True)
@@ -135,16 +135,8 @@ class exit_codes:
 def attach_and_wait(engine, container, stdin: bool) -> int:
     """Show the container's output until it exits (and feed it stdin);
     its exit code, or 0 when the user detaches."""
-    options = container.config
-    if options.get("tty") or stdin:
-        if _attached(engine, container, tty=bool(options.get("tty")), stdin=stdin) == "detached":
-            return 0
-    else:
-        from capsa.cli.containers import write_entries
-        from capsa.engine import logs
-
-        running = lambda: engine.refresh(engine.containers.get(container.id)).state in ("running", "paused")  # noqa: E731
-        write_entries(logs.follow(engine.paths(container).log, running, from_start=True))
+    if _attached(engine, container, tty=bool(container.config.get("tty")), stdin=stdin) == "detached":
+        return 0
     return engine.wait(engine.containers.get(container.id))
 
 

@@ -63,14 +63,19 @@ def call(path: str, op: str, wait: float | None = TIMEOUT, **fields) -> dict:
 
 
 def _read_line(conn: socket.socket) -> dict:
+    """The reply line, and not a byte more: what follows it (an attach's
+    stream) stays in the socket for the caller."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1)  # byte by byte: what follows the line belongs to the caller
-        if not chunk:
+    while True:
+        peeked = conn.recv(65536, socket.MSG_PEEK)
+        if not peeked:
             if not data:
                 raise ShimGone("the shim closed the connection")
             break
-        data += chunk
+        end = peeked.find(b"\n")
+        data += conn.recv(end + 1 if end >= 0 else len(peeked))
+        if end >= 0:
+            break
     return json.loads(data)
 
 
