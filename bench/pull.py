@@ -73,10 +73,8 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -86,7 +84,9 @@ import time
 import urllib.error
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
+from harness import error_line, loadavg, log, run, unmount_under
+
 CACHE = "/var/cache/capsa-bench/debian-bookworm-minbase"
 SUITE = "bookworm"
 REPOSITORY = "bench/debian"
@@ -107,28 +107,6 @@ CONTAINERD_PLUGINS_OFF = ("io.containerd.grpc.v1.cri", "io.containerd.snapshotte
                           "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
                           "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp",
                           "io.containerd.internal.v1.tracing")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no error message)"
-
-
-def first_line(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return f"{argv[0]}: ?"
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 def mib(n: int) -> str:
@@ -373,22 +351,7 @@ def cached_image(rebuild: bool) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-# -- processes and mounts
-
-
-def mounts_under(path: str) -> list[str]:
-    prefix = os.path.realpath(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(prefix) or p == prefix.rstrip("/")]
-
-
-def unmount_under(path: str) -> None:
-    for point in reversed(mounts_under(path)):
-        out = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
-        if out.returncode:
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-            log(f"bench: umount {point}: {error_line(out.stderr)} (detached it)")
+# -- the host
 
 
 def fs_type(path: str) -> str:
@@ -407,50 +370,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Service:
-    """A daemon started by this script, stopped by its pid."""
-
-    def __init__(self, name: str, argv: list[str], logfile: str, env: dict | None = None):
-        self.name = name
-        self.logfile = logfile
-        with open(logfile, "ab") as out:
-            # Its own session: a Ctrl-C at the terminal reaches this script, which stops it in order.
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=env)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            log(f"bench: {self.name} (pid {self.proc.pid}) ignored SIGTERM; SIGKILL")
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def last_words(self) -> str:
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return error_line(f.read()[-4000:])
-        except OSError:
-            return "?"
-
-
-def wait_until(what: str, check, service: Service, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited: {service.last_words()}")
-        if check():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not ready within {timeout:.0f} s: {service.last_words()}")
-
-
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
@@ -459,56 +378,13 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def run(argv: list[str] | str, env: dict | None = None, timeout: float | None = 600,
-        shell: bool = False) -> tuple[int, str]:  # fmt: skip
-    """Run a command in a process group of its own; (exit status, its
-    stdout+stderr). On a timeout, Ctrl-C or SIGTERM here, the whole group
-    (a shell, hyperfine and what they started) gets SIGINT, then SIGKILL."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env, shell=shell,
-                                start_new_session=True)  # fmt: skip
-    except OSError as e:
-        return 127, str(e)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        stop_group(proc)
-        return 124, f"did not finish within {timeout:.0f} s"
-    except BaseException:
-        stop_group(proc)
-        raise
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGINT to the process group PROC leads (this script started it), SIGKILL after 30 s."""
-    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.communicate(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Whatever is left in the group after its leader exited.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 # -- the bench
 
 
-class Bench:
+class Bench(harness.Bench):
     def __init__(self, workdir: str, stores: str, runs: int):
-        self.workdir = workdir  # configuration, the registry, logs, hyperfine's JSON
+        super().__init__(workdir, runs)  # workdir: configuration, the registry, logs, hyperfine's JSON
         self.stores = stores  # the tools' stores (a fresh ext4 unless --on-host)
-        self.runs = runs
-        self.services: list[Service] = []
         self.port = free_port()
         self.ref = f"127.0.0.1:{self.port}/{REPOSITORY}:{TAG}"
         self.conf = os.path.join(workdir, "conf")
@@ -521,11 +397,7 @@ class Bench:
         os.makedirs(self.env["TMPDIR"])
         self.policy = os.path.join(self.conf, "policy.json")
         self.registry_log = os.path.join(workdir, "registry.log")
-        self.failures: dict[str, str] = {}  # tool -> why it is left out
-        self.results: dict[tuple[str, str], dict | str] = {}  # (row, tool) -> hyperfine result or "fails: ..."
-        self.notes: list[str] = []
-        self.capsa = capsa_program()
-        self.containerd: Service | None = None
+        self.containerd: harness.Service | None = None
         self.sock = os.path.join(workdir, "containerd.sock")
         self.layer_count = 0
 
@@ -558,10 +430,9 @@ class Bench:
                     "storage:\n  filesystem:\n    rootdirectory: " + json.dumps(storage) + "\n"
                     "  cache:\n    blobdescriptor: inmemory\n"
                     f"http:\n  addr: 127.0.0.1:{self.port}\n")
-        svc = Service("docker-registry", ["docker-registry", "serve", cfg], self.registry_log)
-        self.services.append(svc)
-        wait_until("docker-registry", lambda: http_ok(f"http://127.0.0.1:{self.port}/v2/"), svc)
-        log(f"bench: docker-registry (pid {svc.proc.pid}) on 127.0.0.1:{self.port}; pushing with skopeo")
+        svc = self.start_service("docker-registry", ["docker-registry", "serve", cfg], self.registry_log)
+        self.wait_ready(svc, lambda: http_ok(f"http://127.0.0.1:{self.port}/v2/"),
+                        f"on 127.0.0.1:{self.port}; pushing with skopeo")
         rc, out = run(["skopeo", "--policy", self.policy, "copy", "--quiet", "--dest-tls-verify=false",
                        f"oci:{layout}:{TAG}", f"docker://{self.ref}"], env=self.env)
         if rc:
@@ -620,13 +491,11 @@ class Bench:
                     '[metrics]\n  address = ""\n'
                     '[plugins]\n  [plugins."io.containerd.internal.v1.opt"]\n'
                     f"    path = {json.dumps(os.path.join(base, 'opt'))}\n")
-        svc = Service("containerd", ["containerd", "--root", root, "--state", state, "--address", self.sock,
-                                     "--config", cfg], os.path.join(self.workdir, "containerd.log"))
-        self.services.append(svc)
-        self.containerd = svc
-        wait_until("containerd", lambda: os.path.exists(self.sock) and run(
-            ["ctr", "--address", self.sock, "version"], timeout=10)[0] == 0, svc)
-        log(f"bench: containerd (pid {svc.proc.pid}) at {self.sock}")
+        self.containerd = self.start_service(
+            "containerd", ["containerd", "--root", root, "--state", state, "--address", self.sock, "--config", cfg],
+            os.path.join(self.workdir, "containerd.log"))
+        self.wait_ready(self.containerd, lambda: os.path.exists(self.sock) and run(
+            ["ctr", "--address", self.sock, "version"], timeout=10)[0] == 0, f"at {self.sock}")
 
     def skopeo_dirs(self) -> tuple[str, str]:
         os.makedirs(os.path.join(self.stores, "skopeo"), exist_ok=True)  # skopeo wants oci:DIR's parent
@@ -687,29 +556,6 @@ class Bench:
 
     # timing
 
-    def hyperfine(self, name: str, command: str, prepare: str | None) -> dict | str:
-        export = os.path.join(self.workdir, "json", name.replace(" ", "-").replace("/", "-") + ".json")
-        os.makedirs(os.path.dirname(export), exist_ok=True)
-        argv = ["hyperfine", "--runs", str(self.runs), "--export-json", export, "--style", "basic",
-                "--command-name", name]
-        if prepare:
-            argv += ["--prepare", prepare]
-        argv.append(command)
-        log(f"bench: hyperfine {name}")
-        rc, out = run(argv, env=self.env, timeout=None)
-        if rc:
-            # hyperfine only says that a command failed; run it once more for its own words.
-            said = error_line(out)
-            rc, tool_out = run(f"{prepare}; {command}" if prepare else command, env=self.env, shell=True)
-            if rc and tool_out.strip():
-                said = error_line(tool_out)
-            log(f"bench:   fails: {said}")
-            return f"fails: {said}"
-        with open(export) as f:
-            r = json.load(f)["results"][0]
-        log(f"bench:   median {r['median']:.3f} s (min {r['min']:.3f}, max {r['max']:.3f})")
-        return r
-
     def cold(self, tools: list[str]) -> None:
         for tool in tools:
             if tool in self.failures:
@@ -764,69 +610,11 @@ class Bench:
             run(self.podman_reset(), env=self.env, shell=True, timeout=120)
         if self.containerd and self.containerd.alive():
             run(self.ctr_reset(), env=self.env, shell=True, timeout=120)
-        for svc in reversed(self.services):
-            svc.stop()
+        self.stop_services(grace=15)
         unmount_under(self.workdir)
 
 
-def capsa_program() -> str | None:
-    venv = os.path.join(REPO, ".venv", "bin", "capsa")
-    if os.access(venv, os.X_OK):
-        return venv
-    return shutil.which("capsa")
-
-
 # -- output
-
-
-def machine() -> list[tuple[str, str]]:
-    cpu = ram = distro = "?"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    distro = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    commit = first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    versions = "; ".join(first_line(argv) for argv in (
-        ["podman", "--version"], ["containerd", "--version"], ["skopeo", "--version"], ["umoci", "--version"],
-        ["docker-registry", "--version"], ["hyperfine", "--version"]))
-    return [
-        ("date", datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")),
-        ("machine", f"{distro}, {os.cpu_count()} cores ({cpu}), {ram} RAM, kernel {platform.release()}"),
-        ("load average at start", loadavg()),
-        ("capsa", f"commit {commit}{' + uncommitted changes in src/' if dirty else ''}"),
-        ("versions", versions),
-    ]
-
-
-def table(bench: Bench, tools: list[str]) -> list[list[str]]:
-    rows = [["row", "tool", "median s", "min s", "max s", "peer/capsa"]]
-    for row in ("cold pull", "unpack", "no-op pull"):
-        base = bench.results.get((row, "capsa"))
-        for tool in tools:
-            if (row, tool) not in bench.results:
-                if row == "cold pull" and tool in bench.failures:
-                    rows.append([row, LABELS[tool], f"fails: {bench.failures[tool]}", "", "", ""])
-                continue
-            r = bench.results[(row, tool)]
-            if isinstance(r, str):
-                rows.append([row, LABELS[tool], r, "", "", ""])
-                continue
-            ratio = ""
-            if tool != "capsa" and isinstance(base, dict):
-                ratio = f"{r['median'] / base['median']:.2f}"
-            rows.append([row, LABELS[tool], f"{r['median']:.3f}", f"{r['min']:.3f}", f"{r['max']:.3f}", ratio])
-    return rows
 
 
 def verdict(bench: Bench, tools: list[str]) -> str:
@@ -848,44 +636,7 @@ def verdict(bench: Bench, tools: list[str]) -> str:
     return "target (capsa's cold pull faster than every peer's): " + status
 
 
-def print_plain(rows: list[list[str]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"{key}: {value}")
-    print()
-    widths = [max(len(r[i]) for r in rows if not r[i].startswith("fails:")) for i in range(len(rows[0]))]
-    for n, r in enumerate(rows):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-        print("  ".join(cells).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
-    for line in extra:
-        print(f"* {line}")
-
-
-def print_markdown(rows: list[list[str]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"- {key}: {value}")
-    print()
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|---|---|" + "|".join(["---:"] * (len(rows[0]) - 2)) + "|")
-    for r in rows[1:]:
-        print("| " + " | ".join(r) + " |")
-    print()
-    for line in extra:
-        print(f"- {line}")
-
-
 # -- main
-
-
-def enter_namespace() -> None:
-    """Re-execute in a private mount namespace, once."""
-    if os.environ.get(NS_MARK) == "1":
-        return
-    os.environ[NS_MARK] = "1"
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                          sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def make_store_fs(workdir: str) -> str:
@@ -905,12 +656,6 @@ def make_store_fs(workdir: str) -> str:
     return point
 
 
-def hide_blob_info_cache() -> str:
-    hide = "/var/lib/containers" if os.path.isdir("/var/lib/containers") else "/var/lib"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", hide], check=True)
-    return hide
-
-
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Time capsa pull against podman, ctr and skopeo+umoci.")
     p.add_argument("--runs", type=int, default=5, help="timed runs per row and tool (default 5)")
@@ -921,10 +666,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--on-host", action="store_true",
                    help="put the stores on the host's filesystem (/var/tmp) instead of a fresh ext4 on a loop device")
     args = p.parse_args()
-    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
-    unknown = [t for t in args.only if t not in TOOLS]
-    if unknown or not args.only:
-        p.error(f"unknown tool(s): {', '.join(unknown) or '(none)'}; choose from {', '.join(TOOLS)}")
+    args.only = harness.tool_list(p, args.only, TOOLS)
     if args.runs < 1:
         p.error("--runs must be at least 1")
     return args
@@ -932,17 +674,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root")
-    missing = [p for p in ("hyperfine", "unshare", "debootstrap", "docker-registry", "skopeo")
-               if not shutil.which(p)]
-    if missing:
-        sys.exit(f"bench: not found: {', '.join(missing)}")
-    enter_namespace()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    harness.start_as_root(("hyperfine", "unshare", "debootstrap", "docker-registry", "skopeo"), NS_MARK, __file__)
     started = time.monotonic()
-    header = machine()
+    header = harness.machine(("podman", "containerd", "skopeo", "umoci", "docker-registry", "hyperfine"))
     summary = cached_image(args.rebuild)
     layout = os.path.join(CACHE, "oci")
     log(f"bench: image {summary['manifest']}: Debian {summary['debian_version']} minbase, {summary['layers']} "
@@ -952,7 +686,7 @@ def main() -> int:
     header.append(("image", (f"Debian {summary['debian_version']} debootstrap --variant=minbase, "
                              f"{summary['layers']} gzip layers, {mib(summary['compressed'])} compressed, "
                              f"{mib(summary['uncompressed'])} uncompressed (tar bytes)")))
-    hidden = hide_blob_info_cache()
+    hidden = harness.hide_blob_info_cache()
     workdir = tempfile.mkdtemp(prefix="capsa-pull-", dir="/var/tmp")
     bench = Bench(workdir, workdir, args.runs)
     bench.layer_count = len(layers)
@@ -992,7 +726,7 @@ def main() -> int:
     if interrupted:
         return 1
     log(f"bench: done in {time.monotonic() - started:.0f} s")
-    rows = table(bench, args.only)
+    rows = harness.timing_rows(bench, ["cold pull", "unpack", "no-op pull"], args.only, LABELS)
     extra = [(f"medians of {args.runs} runs (hyperfine --runs {args.runs}); peer/capsa = peer median / capsa "
              "median of the same row: above 1 means capsa is faster")]
     extra += bench.notes
@@ -1007,7 +741,7 @@ def main() -> int:
                      f"uncompressed, {summary['compressed'] / 1e6 / cold['median']:.1f} MB/s compressed")
     extra.append(verdict(bench, args.only))
     extra.append(f"load average at end: {loadavg()}")
-    (print_markdown if args.markdown else print_plain)(rows, header, extra)
+    (harness.print_markdown if args.markdown else harness.print_plain)([rows], header, extra)
     return 0
 
 

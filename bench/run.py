@@ -49,11 +49,10 @@ cgroup parents this run gave podman, docker and containerd are removed
 """
 
 import argparse
-import datetime
 import glob
 import json
 import os
-import platform
+import resource
 import shlex
 import shutil
 import signal
@@ -63,7 +62,9 @@ import tarfile
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
+from harness import REPO, Table, error_line, loadavg, log, run, stop_group
+
 BUSYBOX_BUNDLE = os.path.join(REPO, "scripts", "busybox-bundle")
 TOOLS = ("capsa", "podman", "docker", "ctr")
 LABELS = {"capsa": "capsa", "podman": "podman", "docker": "docker", "ctr": "ctr (containerd)"}
@@ -80,50 +81,7 @@ CONTAINERD_PLUGINS_OFF = ("io.containerd.grpc.v1.cri", "io.containerd.snapshotte
                           "io.containerd.internal.v1.tracing")
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no error message)"
-
-
-def first_line(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return f"{argv[0]}: ?"
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-# -- processes, mounts, cgroups
-
-
-def run(argv: list[str] | str, env: dict | None = None, timeout: float | None = 300,
-        shell: bool = False) -> tuple[int, str]:  # fmt: skip
-    """Run a command in a process group of its own; (exit status, stdout+stderr).
-    On a timeout or an interruption the group gets SIGINT, then SIGKILL."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env, shell=shell,
-                                start_new_session=True)  # fmt: skip
-    except OSError as e:
-        return 127, str(e)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        stop_group(proc)
-        return 124, f"did not finish within {timeout:.0f} s"
-    except BaseException:
-        stop_group(proc)
-        raise
+# -- processes
 
 
 def run_detached(argv: list[str], env: dict | None = None, timeout: float = 120) -> tuple[int, str]:
@@ -142,53 +100,6 @@ def run_detached(argv: list[str], env: dict | None = None, timeout: float = 120)
             rc = 124
         out.seek(0)
         return rc, out.read()
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGINT to the process group PROC leads (this script started it), then SIGKILL."""
-    for sig, wait in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.communicate(timeout=wait)
-            break
-        except (subprocess.TimeoutExpired, ValueError):
-            continue
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def mounts_under(path: str) -> list[str]:
-    prefix = os.path.realpath(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(prefix) or p == prefix.rstrip("/")]
-
-
-def unmount_under(path: str) -> None:
-    for point in reversed(mounts_under(path)):
-        rc, out = run(["umount", point])
-        if rc:
-            run(["umount", "-l", point])
-            log(f"bench: umount {point}: {error_line(out)} (detached it)")
-
-
-def remove_cgroup(relative: str) -> None:
-    """Remove the (empty) cgroup RELATIVE and its empty descendants in every hierarchy."""
-    name = relative.strip("/")
-    if not name:
-        return
-    for top in sorted({os.path.realpath(p) for p in glob.glob(os.path.join("/sys/fs/cgroup/*", name))
-                       if os.path.isdir(p)}):
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-            try:
-                os.rmdir(dirpath)
-            except OSError as e:
-                log(f"bench: cannot remove cgroup {dirpath}: {e.strerror}")
 
 
 def read_proc(pid: int, name: str) -> str:
@@ -214,65 +125,16 @@ def rss_pss(pid: int) -> tuple[int, int] | None:
     return (values["Rss"], values["Pss"]) if len(values) == 2 else None
 
 
-class Service:
-    """A daemon started by this script, stopped by its pid."""
-
-    def __init__(self, name: str, argv: list[str], logfile: str, env: dict | None = None):
-        self.name = name
-        self.logfile = logfile
-        with open(logfile, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=env)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            log(f"bench: {self.name} (pid {self.proc.pid}) ignored SIGTERM; SIGKILL")
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def last_words(self) -> str:
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return error_line(f.read()[-4000:])
-        except OSError:
-            return "?"
-
-
-def wait_until(what: str, check, service: Service, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited: {service.last_words()}")
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready within {timeout:.0f} s: {service.last_words()}")
-
-
 # -- the bench
 
 
-class Bench:
+class Bench(harness.Bench):
     def __init__(self, workdir: str, statedir: str, runs: int, parallel: int):
-        self.workdir = workdir  # stores, configuration, logs, hyperfine's JSON
+        super().__init__(workdir, runs)  # workdir: stores, configuration, logs, hyperfine's JSON
         self.statedir = statedir  # short paths under /run: capsa's state, docker's exec root, sockets
-        self.runs = runs
         self.parallel = parallel
         self.tag = os.path.basename(workdir)  # capsa-run-XXXX: names cgroup parents
-        self.services: list[Service] = []
-        self.failures: dict[str, str] = {}
-        self.results: dict[tuple[str, str], dict | str] = {}
         self.memory: dict[str, dict | str] = {}
-        self.notes: list[str] = []
-        self.capsa = capsa_program()
         self.capsa_root = os.path.join(workdir, "capsa")
         self.capsa_ids: set[str] = set()  # every capsa container started here
         self.conf = os.path.join(workdir, "conf")
@@ -320,7 +182,7 @@ class Bench:
     def build_image(self) -> str:
         """The busybox rootfs and a tarball of it; returns the bundle directory."""
         bundle = os.path.join(self.workdir, "busybox")
-        rc, out = run([BUSYBOX_BUNDLE, bundle, "true"])
+        rc, out = run([BUSYBOX_BUNDLE, bundle, "true"], timeout=300)
         if rc:
             raise RuntimeError(f"busybox-bundle: {error_line(out)}")
         with tarfile.open(os.path.join(bundle, "rootfs.tar"), "w") as tar:
@@ -361,17 +223,8 @@ class Bench:
     def setup_podman(self, bundle: str) -> str:
         for sub in ("root", "runroot", "tmp", "networks", "copytmp"):
             os.makedirs(os.path.join(self.podman_dir, sub), exist_ok=True)
-        import resource
-
-        def hard(which: int, cap: int | None = None) -> str:
-            h = resource.getrlimit(which)[1]
-            if cap is not None and (h == resource.RLIM_INFINITY or h > cap):
-                h = cap
-            return "-1" if h == resource.RLIM_INFINITY else str(h)
-
-        with open("/proc/sys/kernel/pid_max") as f:
-            pid_max = int(f.read())
-        nofile, nproc = hard(resource.RLIMIT_NOFILE), hard(resource.RLIMIT_NPROC, pid_max)
+        nofile = harness.hard_limit(resource.RLIMIT_NOFILE)
+        nproc = harness.hard_limit(resource.RLIMIT_NPROC, harness.pid_max())
         # As bench/runtime.py: the host's hard limits (podman's default nofile cannot be
         # set without CAP_SYS_RESOURCE), file locks, runc (crun refuses this hybrid host).
         with open(self.env["CONTAINERS_CONF"], "w") as f:
@@ -400,17 +253,15 @@ class Bench:
         daemon_json = os.path.join(self.conf, "daemon.json")
         with open(daemon_json, "w") as f:
             f.write("{}\n")
-        svc = Service("dockerd", ["dockerd", "--config-file", daemon_json, "--data-root", root,
-                                  "--exec-root", execroot, "--host", f"unix://{self.docker_sock}",
-                                  "--pidfile", os.path.join(self.statedir, "docker.pid"),
-                                  "--bridge", "none", "--iptables=false", "--ip-masq=false",
-                                  "--cgroup-parent", self.docker_cgroup, "--storage-driver", "overlay2"],
-                      os.path.join(self.workdir, "dockerd.log"), env=self.env)
-        self.services.append(svc)
-        self.dockerd = svc
-        wait_until("dockerd", lambda: os.path.exists(self.docker_sock) and self.sh(
-            f"{self.docker()} version", timeout=10)[0] == 0, svc)
-        log(f"bench: dockerd (pid {svc.proc.pid}) at {self.docker_sock}")
+        self.dockerd = self.start_service(
+            "dockerd", ["dockerd", "--config-file", daemon_json, "--data-root", root,
+                        "--exec-root", execroot, "--host", f"unix://{self.docker_sock}",
+                        "--pidfile", os.path.join(self.statedir, "docker.pid"),
+                        "--bridge", "none", "--iptables=false", "--ip-masq=false",
+                        "--cgroup-parent", self.docker_cgroup, "--storage-driver", "overlay2"],
+            os.path.join(self.workdir, "dockerd.log"), env=self.env)
+        self.wait_ready(self.dockerd, lambda: os.path.exists(self.docker_sock) and self.sh(
+            f"{self.docker()} version", timeout=10)[0] == 0, f"at {self.docker_sock}", timeout=60)
 
     def start_containerd(self) -> None:
         self.containerd_used = True
@@ -429,14 +280,13 @@ class Bench:
                     '[metrics]\n  address = ""\n'
                     '[plugins]\n  [plugins."io.containerd.internal.v1.opt"]\n'
                     f"    path = {json.dumps(os.path.join(base, 'opt'))}\n")
-        svc = Service("containerd", ["containerd", "--root", root, "--state", state, "--address",
-                                     self.containerd_sock, "--config", cfg],
-                      os.path.join(self.workdir, "containerd.log"))
-        self.services.append(svc)
-        self.containerd = svc
-        wait_until("containerd", lambda: os.path.exists(self.containerd_sock) and run(
-            ["ctr", "--address", self.containerd_sock, "version"], timeout=10)[0] == 0, svc)
-        log(f"bench: containerd (pid {svc.proc.pid}) at {self.containerd_sock}")
+        self.containerd = self.start_service(
+            "containerd", ["containerd", "--root", root, "--state", state, "--address", self.containerd_sock,
+                           "--config", cfg],
+            os.path.join(self.workdir, "containerd.log"))
+        self.wait_ready(self.containerd, lambda: os.path.exists(self.containerd_sock) and run(
+            ["ctr", "--address", self.containerd_sock, "version"], timeout=10)[0] == 0,
+            f"at {self.containerd_sock}", timeout=60)
 
     # the commands
 
@@ -480,36 +330,13 @@ class Bench:
 
     # timing
 
-    def hyperfine(self, name: str, command: str, prepare: str | None = None, runs: int | None = None,
-                  warmup: int = 2) -> dict | str:
-        export = os.path.join(self.workdir, "json", name.replace(" ", "-").replace("/", "-") + ".json")
-        os.makedirs(os.path.dirname(export), exist_ok=True)
-        argv = ["hyperfine", "--runs", str(runs or self.runs), "--warmup", str(warmup), "--export-json", export,
-                "--style", "basic", "--command-name", name]
-        if prepare:
-            argv += ["--prepare", prepare]
-        argv.append(command)
-        log(f"bench: hyperfine {name}")
-        rc, out = run(argv, env=self.env, timeout=None)
-        if rc:
-            said = error_line(out)
-            rc, tool_out = self.sh(f"{prepare}; {command}" if prepare else command)
-            if rc and tool_out.strip():
-                said = error_line(tool_out)
-            log(f"bench:   fails: {said}")
-            return f"fails: {said}"
-        with open(export) as f:
-            r = json.load(f)["results"][0]
-        log(f"bench:   median {r['median']:.3f} s (min {r['min']:.3f}, max {r['max']:.3f})")
-        return r
-
     def time_run_rm(self, tools: list[str]) -> None:
         self.counter = os.path.join(self.workdir, "ctr.counter")
         with open(self.counter, "w") as f:
             f.write("0\n")
         for tool in tools:
             if tool not in self.failures:
-                self.results[("run --rm", tool)] = self.hyperfine(f"{tool} run --rm", self.run_rm(tool))
+                self.results[("run --rm", tool)] = self.hyperfine(f"{tool} run --rm", self.run_rm(tool), warmup=2)
 
     def time_parallel(self, tools: list[str]) -> None:
         row = f"{self.parallel} x run -d"
@@ -669,12 +496,11 @@ class Bench:
             self.sh(self.remove_all("ctr"), timeout=120)
             self.sh(f"{self.ctr()} images rm --sync {CTR_IMAGE}", timeout=60)
         self.stop_capsa_leftovers()
-        for svc in reversed(self.services):
-            svc.stop()
+        self.stop_services()
         for path in (self.workdir, self.statedir):
-            unmount_under(path)
+            harness.unmount_under(path)
         for parent in (self.podman_cgroup, self.docker_cgroup, f"/{CTR_NS}"):
-            remove_cgroup(parent)
+            harness.remove_cgroup(parent)
         # capsa removes a container's cgroup when the container is removed; check that it did.
         for cid in self.capsa_ids:
             left = glob.glob(f"/sys/fs/cgroup/*/capsa/{cid}")
@@ -689,61 +515,11 @@ class Bench:
             os.unlink(self.docker_sock)
 
 
-def capsa_program() -> str | None:
-    venv = os.path.join(REPO, ".venv", "bin", "capsa")
-    if os.access(venv, os.X_OK):
-        return venv
-    return shutil.which("capsa")
-
-
 # -- output
 
 
-def machine() -> list[tuple[str, str]]:
-    cpu = ram = distro = "?"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    distro = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    commit = first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    versions = "; ".join(first_line(argv) for argv in (
-        ["podman", "--version"], ["dockerd", "--version"], ["containerd", "--version"], ["runc", "--version"],
-        ["conmon", "--version"], ["hyperfine", "--version"]))
-    return [
-        ("date", datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")),
-        ("machine", f"{distro}, {os.cpu_count()} cores ({cpu}), {ram} RAM, kernel {platform.release()}"),
-        ("load average at start", loadavg()),
-        ("capsa", f"commit {commit}{' + uncommitted changes in src/' if dirty else ''}"),
-        ("versions", versions),
-    ]
-
-
-def tables(bench: Bench, tools: list[str]) -> tuple[list[list[str]], list[list[str]]]:
-    rows = [["row", "tool", "median s", "min s", "max s", "peer/capsa"]]
-    for row in ("run --rm", f"{bench.parallel} x run -d"):
-        base = bench.results.get((row, "capsa"))
-        for tool in tools:
-            if (row, tool) not in bench.results:
-                if row == "run --rm" and tool in bench.failures:
-                    rows.append([row, LABELS[tool], f"fails: {bench.failures[tool]}", "", "", ""])
-                continue
-            r = bench.results[(row, tool)]
-            if isinstance(r, str):
-                rows.append([row, LABELS[tool], r, "", "", ""])
-                continue
-            ratio = f"{r['median'] / base['median']:.2f}" if tool != "capsa" and isinstance(base, dict) else ""
-            rows.append([row, LABELS[tool], f"{r['median']:.3f}", f"{r['min']:.3f}", f"{r['max']:.3f}", ratio])
+def tables(bench: Bench, tools: list[str]) -> list[Table]:
+    rows = harness.timing_rows(bench, ["run --rm", f"{bench.parallel} x run -d"], tools, LABELS)
     mem = [["monitor (per running container)", "n", "RSS MiB", "PSS MiB"]]
     for tool in tools:
         m = bench.memory.get(tool)
@@ -751,50 +527,10 @@ def tables(bench: Bench, tools: list[str]) -> tuple[list[list[str]], list[list[s
             mem.append([MONITORS[tool], str(m["n"]), f"{m['rss'] / 1024:.1f}", f"{m['pss'] / 1024:.1f}"])
         elif m:
             mem.append([MONITORS[tool], m, "", ""])
-    return rows, mem
-
-
-def print_plain(tabs: list[list[list[str]]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"{key}: {value}")
-    for rows in tabs:
-        print()
-        widths = [max(len(r[i]) for r in rows if not r[i].startswith("fails:")) for i in range(len(rows[0]))]
-        for n, r in enumerate(rows):
-            cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
-            print("  ".join(cells).rstrip())
-            if n == 0:
-                print("  ".join("-" * w for w in widths))
-    print()
-    for line in extra:
-        print(f"* {line}")
-
-
-def print_markdown(tabs: list[list[list[str]]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"- {key}: {value}")
-    for rows in tabs:
-        print()
-        left = 2 if rows[0][1] == "tool" else 1
-        print("| " + " | ".join(rows[0]) + " |")
-        print("|" + "|".join(["---"] * left + ["---:"] * (len(rows[0]) - left)) + "|")
-        for r in rows[1:]:
-            print("| " + " | ".join(r) + " |")
-    print()
-    for line in extra:
-        print(f"- {line}")
+    return [rows, Table(mem)]
 
 
 # -- main
-
-
-def enter_namespace() -> None:
-    """Re-execute in a private mount namespace, once."""
-    if os.environ.get(NS_MARK) == "1":
-        return
-    os.environ[NS_MARK] = "1"
-    os.execvp("unshare", ["unshare", "--mount", "--propagation", "private", "--",
-                          sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def parse_args() -> argparse.Namespace:
@@ -805,10 +541,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (stores emptied)")
     p.add_argument("--markdown", action="store_true", help="print the results as Markdown")
     args = p.parse_args()
-    args.only = [t.strip() for t in args.only.split(",") if t.strip()]
-    unknown = [t for t in args.only if t not in TOOLS]
-    if unknown or not args.only:
-        p.error(f"unknown tool(s): {', '.join(unknown) or '(none)'}; choose from {', '.join(TOOLS)}")
+    args.only = harness.tool_list(p, args.only, TOOLS)
     if args.runs < 2 or args.parallel < 1:
         p.error("--runs must be at least 2, --parallel at least 1")
     return args
@@ -816,19 +549,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench: run as root")
-    missing = [p for p in ("hyperfine", "unshare") if not shutil.which(p)]
-    if missing:
-        sys.exit(f"bench: not found: {', '.join(missing)}")
-    enter_namespace()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    harness.start_as_root(("hyperfine", "unshare"), NS_MARK, __file__)
     started = time.monotonic()
-    header = machine()
-    # containers/image writes its blob-info cache under /var/lib/containers whatever --root says.
-    hidden = "/var/lib/containers" if os.path.isdir("/var/lib/containers") else "/var/lib"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", hidden], check=True)
+    header = harness.machine(("podman", "dockerd", "containerd", "runc", "conmon", "hyperfine"))
+    hidden = harness.hide_blob_info_cache()
     workdir = tempfile.mkdtemp(prefix="capsa-run-", dir="/var/tmp")
     statedir = tempfile.mkdtemp(prefix="cb-", dir="/run")  # short: shim socket paths hold a 64-hex id
     bench = Bench(workdir, statedir, args.runs, args.parallel)
@@ -869,7 +593,7 @@ def main() -> int:
     extra.append(f"memory: {MEM_CONTAINERS} idle `sleep 60` containers per tool, the mean RSS and PSS "
                  "(/proc/PID/smaps_rollup) of their monitor processes, 2 s after the last one started")
     extra.append(f"load average at end: {loadavg()}")
-    (print_markdown if args.markdown else print_plain)(list(tables(bench, args.only)), header, extra)
+    (harness.print_markdown if args.markdown else harness.print_plain)(tables(bench, args.only), header, extra)
     return 0
 
 

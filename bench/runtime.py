@@ -68,11 +68,8 @@ what that was).
 """
 
 import argparse
-import datetime
-import glob
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -83,7 +80,9 @@ import tarfile
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import harness
+from harness import REPO, Table, error_line, hard_limit, loadavg, log, pid_max
+
 BUSYBOX_BUNDLE = os.path.join(REPO, "scripts", "busybox-bundle")
 RUNTIMES = ("capsa", "runc", "crun")
 PROGRAMS = {"capsa": "capsa-runtime", "runc": "runc", "crun": "crun"}
@@ -157,15 +156,6 @@ class Podman:
         return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def error_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no error message)"
-
-
 def cgroup_layout() -> tuple[str, bool]:
     """Describe the host's cgroup layout; True when it is hybrid with cgroup2 in use."""
     mounts = {}
@@ -208,51 +198,6 @@ def launcher_python() -> str:
     except OSError as e:
         version = f"cannot run: {e.strerror}"
     return f"{version} (`{first[2:]}`)"
-
-
-def first_line(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, subprocess.TimeoutExpired, IndexError):
-        return "?"
-
-
-def machine() -> list[tuple[str, str]]:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    ram = "?"
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
-    distro = "?"
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    distro = line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    commit = first_line(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True).stdout.strip()
-    versions = "; ".join(first_line([p, "--version"])
-                         for p in ("capsa-runtime", "runc", "crun", "podman", "conmon", "hyperfine"))
-    return [
-        ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y")),
-        ("machine", f"{distro}, {os.cpu_count()} cores ({cpu}), {ram} RAM, kernel {platform.release()}"),
-        ("cgroups", cgroup_layout()[0]),
-        ("load average at start", " ".join(open("/proc/loadavg").read().split()[:3])),
-        ("capsa", f"commit {commit}{' + uncommitted changes in src/' if dirty else ''}, "
-                  f"launcher Python: {launcher_python()}"),
-        ("versions", versions),
-    ]
 
 
 def build_bundle(path: str) -> str:
@@ -299,28 +244,6 @@ def start_sleeper(rt: Runtime, bundle: str, errors: str) -> str:
     return ""
 
 
-def cgroup_dirs(relative: str) -> list[str]:
-    """The directories of cgroup `relative` (absolute within the hierarchy) in every hierarchy."""
-    name = relative.lstrip("/")
-    found = glob.glob(os.path.join("/sys/fs/cgroup", name)) + glob.glob(os.path.join("/sys/fs/cgroup/*", name))
-    return sorted({os.path.realpath(p) for p in found if os.path.isdir(p)})
-
-
-def hard_limit(which: int, cap: int | None = None) -> str:
-    hard = resource.getrlimit(which)[1]
-    if cap is not None and (hard == resource.RLIM_INFINITY or hard > cap):
-        hard = cap
-    return "-1" if hard == resource.RLIM_INFINITY else str(hard)
-
-
-def pid_max() -> int | None:
-    try:
-        with open("/proc/sys/kernel/pid_max") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return None
-
-
 def setup_podman(pm: Podman, bundle: str) -> None:
     """Write podman's configuration and import the image; set pm.failure if that fails."""
     if not pm.program:
@@ -352,7 +275,7 @@ def setup_podman(pm: Podman, bundle: str) -> None:
     pm.used = True
     # containers/image writes its blob-info cache to /var/lib/containers/cache
     # whatever --root says; hide it behind a tmpfs for the import.
-    hide = "/var/lib/containers" if os.path.isdir("/var/lib/containers") else "/var/lib"
+    hide = harness.blob_info_cache_dir()
     wrapper = ["unshare", "--mount", "--propagation", "private", "--",
                "sh", "-c", f'mount -t tmpfs tmpfs {shlex.quote(hide)} && exec "$@"', "sh"]
     try:
@@ -405,19 +328,8 @@ def cleanup_podman(pm: Podman, workdir: str) -> None:
                 log(f"bench: podman {args[0]}: {error_line(out.stderr + out.stdout)}")
         except subprocess.TimeoutExpired:
             log(f"bench: podman {args[0]} did not finish within 120 s")
-    prefix = os.path.realpath(workdir) + "/"
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f]
-    for point in reversed([m for m in mounts if m.startswith(prefix)]):
-        out = subprocess.run(["umount", point], capture_output=True, text=True)
-        if out.returncode:
-            log(f"bench: cannot unmount {point}: {error_line(out.stderr)}")
-    for top in cgroup_dirs(pm.cgroup_parent):
-        for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
-            try:
-                os.rmdir(dirpath)
-            except OSError as e:
-                log(f"bench: cannot remove cgroup {dirpath}: {e.strerror}")
+    harness.unmount_under(workdir)
+    harness.remove_cgroup(pm.cgroup_parent)
 
 
 def force_delete_all(rt: Runtime) -> list[str]:
@@ -540,19 +452,15 @@ def measure(rt: Runtime, row: str, bundle: str, workdir: str, runs: int, warmup:
         if message:
             return message
     snippets = commands(rt, row, bundle, counter, errors, pm)
-    argv = rt.wrapper + ["hyperfine", "--style", "none", "--runs", str(runs), "--warmup", str(warmup),
-                         "--export-json", export, "--command-name", f"{rt.name} {row}"]
-    for option in ("prepare", "cleanup"):
-        if option in snippets:
-            argv += [f"--{option}", snippets[option]]
-    argv.append(snippets["command"])
-    out = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if out.returncode != 0:
+    # The wrapper (crun's mount namespace) around hyperfine, so --prepare and --cleanup run in it too.
+    rc, out = harness.hyperfine(f"{rt.name} {row}", snippets["command"], export, runs,
+                                prepare=snippets.get("prepare"), cleanup=snippets.get("cleanup"),
+                                warmup=warmup, wrapper=rt.wrapper)
+    if rc:
         with open(errors) as f:
             said = f.read()
-        return f"fails: {error_line(said or out.stderr or out.stdout)}"
-    with open(export) as f:
-        return json.load(f)["results"][0]["median"]
+        return f"fails: {error_line(said or out)}"
+    return harness.exported(export)["median"]
 
 
 def fmt_ms(value: float | str | None) -> str:
@@ -570,7 +478,7 @@ def fmt_ratio(a: float | str | None, b: float | str | None) -> str:
 
 
 def table(results: dict[str, dict[str, float | str]], runtimes: dict[str, Runtime],
-          rows_wanted: list[str]) -> list[list[str]]:
+          rows_wanted: list[str]) -> Table:
     heads = []
     for name in RUNTIMES:
         mark = "*" if name in runtimes and runtimes[name].label else ""
@@ -580,7 +488,7 @@ def table(results: dict[str, dict[str, float | str]], runtimes: dict[str, Runtim
         cells = {name: results.get(name, {}).get(row) for name in RUNTIMES}
         rows.append([row, *(fmt_ms(cells[n]) for n in RUNTIMES),
                      fmt_ratio(cells["capsa"], cells["runc"]), fmt_ratio(cells["capsa"], cells["crun"])])
-    return rows
+    return Table(rows)
 
 
 def notes(runtimes: dict[str, Runtime], runs: int, loop_runs: int, pm: Podman,
@@ -603,33 +511,6 @@ def notes(runtimes: dict[str, Runtime], runs: int, loop_runs: int, pm: Podman,
     out.append(f"bundle ociVersion set to {BUNDLE_OCI_VERSION} for all runtimes (`capsa-runtime spec` "
                f"wrote {spec_version}; crun 1.8 refuses any without \"1.0\" in it)")
     return out
-
-
-def print_plain(rows: list[list[str]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"{key}: {value}")
-    print()
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, r in enumerate(rows):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    print()
-    for line in extra:
-        print(f"* {line}")
-
-
-def print_markdown(rows: list[list[str]], header: list[tuple[str, str]], extra: list[str]) -> None:
-    for key, value in header:
-        print(f"- {key}: {value}")
-    print()
-    print("| " + " | ".join(rows[0]) + " |")
-    print("|" + "|".join(["---"] + ["---:"] * (len(rows[0]) - 1)) + "|")
-    for r in rows[1:]:
-        print("| " + " | ".join(r) + " |")
-    print()
-    for line in extra:
-        print(f"- {line}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -670,7 +551,9 @@ def main() -> int:
     pm = Podman(workdir)
     results: dict[str, dict[str, float | str]] = {}
     loop_runs = min(args.runs, max(3, args.runs // 3))
-    header = machine()
+    header = harness.machine(("capsa-runtime", "runc", "crun", "podman", "conmon", "hyperfine"),
+                             more=[("cgroups", cgroup_layout()[0])],
+                             capsa_note=f", launcher Python: {launcher_python()}")
     spec_version = "?"
     try:
         bundle = os.path.join(workdir, "bundle")
@@ -713,8 +596,8 @@ def main() -> int:
     log(f"bench: done in {time.monotonic() - started:.0f} s")
     rows = table(results, runtimes, args.rows)
     extra = notes(runtimes, args.runs, loop_runs, pm, spec_version)
-    extra.append("load average at end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
-    (print_markdown if args.markdown else print_plain)(rows, header, extra)
+    extra.append(f"load average at end: {loadavg()}")
+    (harness.print_markdown if args.markdown else harness.print_plain)([rows], header, extra)
     return 0
 
 
