@@ -6,6 +6,7 @@ else the container's own)."""
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 
 from capsa.errors import CapsaError, InvalidArgument
 
@@ -93,7 +94,7 @@ def cmd_run(args) -> int:
 
     engine = open_engine(args)
     with exit_codes():
-        if args.detach and args.rm and args.restart != "no":
+        if args.rm and args.restart != "no":
             raise InvalidArgument("conflicting options: cannot both remove and restart containers")
         container = engine.create(run_options(args), pull_missing(args))
         try:
@@ -112,21 +113,19 @@ def cmd_run(args) -> int:
             engine.remove(engine.containers.get(container.id), force=True, volumes=True)
 
 
-class exit_codes:
+@contextmanager
+def exit_codes():
     """Map a failure to start to Docker's exit codes: 127 when the command
     is not found, 126 when it cannot be run, else 125."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if kind is None or not issubclass(kind, CapsaError):
-            return False
+    try:
+        yield
+    except CapsaError as err:
         text = str(err)
-        code = 127 if ("not found" in text and "executable" in text) or "no such file or directory" in text.lower() \
-            else 126 if "permission denied" in text.lower() else 125
+        lower = text.lower()
+        code = 127 if ("executable" in lower and "not found" in lower) or "no such file or directory" in lower \
+            else 126 if "permission denied" in lower else 125
         sys.stderr.write(f"capsa: {text}\n")
-        raise SystemExit(code)
+        raise SystemExit(code) from None
 
 
 # -- streams
