@@ -66,9 +66,24 @@ def engine_session():
     capsa("import", os.path.join(base, "bundle", "rootfs"), "busybox:latest")
     yield capsa
     capsa.remove_all()
+    _kill_shims_of(state)  # a shim rm could not end (a failed test) must not outlive the session
     _unmount_under(base)  # what a failed test's container left mounted
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def _kill_shims_of(state: str) -> None:
+    """SIGKILL the shims this session started: their command line names its
+    state directory."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"capsa-shim" in arg or b"capsa.shim" in arg for arg in argv[:3]) and \
+                any(arg.startswith(state.encode() + b"/") for arg in argv):  # fmt: skip
+            os.kill(int(pid), 9)
 
 
 def _unmount_under(base: str) -> None:
