@@ -90,11 +90,16 @@ def test_exec_with_console_socket(running, tmp_path):
     master = fds[0]
     output = b""
     deadline = time.monotonic() + 10
-    while b"is-a-tty" not in output and time.monotonic() < deadline:
+    # Read until the shell has exited (EIO once no slave is open): closing the
+    # master earlier would hang up the shell (SIGHUP, exit 129).
+    while time.monotonic() < deadline:
         try:
-            output += os.read(master, 1024)
+            chunk = os.read(master, 1024)
         except OSError:
             break
+        if not chunk:
+            break
+        output += chunk
     os.close(master)
     assert proc.wait(timeout=10) == 0
     assert b"/dev/pts/" in output and b"is-a-tty" in output
