@@ -2,7 +2,7 @@
 
 import os
 
-from capsa.engine.rootpath import resolve
+from capsa.rootpath import resolve
 
 
 def test_symlinks_resolve_inside_the_rootfs(tmp_path):

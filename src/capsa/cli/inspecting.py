@@ -141,7 +141,7 @@ def _split(spec: str):
 
 
 def cmd_cp(args) -> int:
-    from capsa.engine.rootpath import resolve as resolve_in_rootfs
+    from capsa.rootpath import resolve as resolve_in_rootfs
 
     (src_name, src), (dst_name, dst) = _split(args.source), _split(args.dest)
     if bool(src_name) == bool(dst_name):
