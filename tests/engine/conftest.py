@@ -58,6 +58,7 @@ class Capsa:
 def engine_session():
     if os.geteuid() != 0:
         pytest.skip("needs root")
+    parents_before = set(_cgroup_parents())
     base = tempfile.mkdtemp(prefix="capsa-engine-", dir="/var/tmp")
     state = tempfile.mkdtemp(prefix="ce-", dir="/run")
     capsa = Capsa(os.path.join(base, "root"), state)
@@ -70,6 +71,15 @@ def engine_session():
     _unmount_under(base)  # what a failed test's container left mounted
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
+    for parent in set(_cgroup_parents()) - parents_before:  # the engine's /capsa, made by the runtime
+        os.rmdir(parent)
+
+
+def _cgroup_parents() -> list[str]:
+    """The engine's cgroup parent (cgroupsPath /capsa/<id>) in every hierarchy."""
+    root = leaks.CGROUP_ROOT
+    return [os.path.join(root, name, "capsa") for name in os.listdir(root)
+            if os.path.isdir(os.path.join(root, name, "capsa"))]  # fmt: skip
 
 
 def _kill_shims_of(state: str) -> None:
