@@ -1,6 +1,7 @@
 """What tests observe of a container from the host, whatever peer runs it:
-its init's freezer state, files inside its root, a terminal session; and
-shell snippets that print a container's own cgroup limits (v1 or v2)."""
+its init's freezer state, files inside its root, a terminal session;
+shell snippets that print a container's own cgroup limits (v1 or v2); and
+the exec-then-stop scenario every Docker-compatible CLI goes through."""
 
 import fcntl
 import os
@@ -110,3 +111,40 @@ def drive_terminal(argv: list[str], env: dict | None = None, send: bytes = b"",
         os.close(fd)
         _, status = os.waitpid(pid, 0)
     return output, os.waitstatus_to_exitcode(status)
+
+
+# A container init that counts while it runs and exits 42 on SIGTERM.
+LOOP = 'trap "exit 42" TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done'
+
+
+def exec_then_stop(cli, name: str, image: str) -> None:
+    """The same scenario through a Docker-compatible CLI (podman's, docker's):
+    run LOOP detached; exec joins its pid namespace and cgroups, with the
+    asked user, workdir, environment and a terminal, and returns its exit
+    status; stop ends the init with SIGTERM (exit 42), then rm."""
+    cli.run("-d", "--name", name, image, "sh", "-c", LOOP)
+    init_pid = cli.inspect(name)["State"]["Pid"]
+    wait_for(lambda: counter(init_pid), what="the container's loop")
+
+    seen = cli("exec", name, "sh", "-c", "cat /proc/1/cmdline; echo; echo $$")
+    init_cmdline, exec_pid = seen.stdout.splitlines()
+    assert "trap" in init_cmdline and exec_pid != "1", seen.stdout
+    cgroups = cli("exec", name, "sh", "-c", "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup")
+    of_init, of_exec = cgroups.stdout.split("--\n")
+    assert sorted(of_exec.split()) == sorted(of_init.split()), cgroups.stdout
+
+    who = cli("exec", "--user", "65534:65534", "--workdir", "/tmp", "--env", "GREETING=hi",
+              name, "sh", "-c", 'echo "$(id -u):$(id -g) $(pwd) $GREETING"')  # fmt: skip
+    assert who.stdout.strip() == "65534:65534 /tmp hi"
+    assert cli("exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
+    # a terminal: the runtime hands the pty master over --console-socket
+    tty = cli("exec", "--tty", name, "tty")
+    assert tty.stdout.strip().startswith("/dev/pts/"), tty.stdout
+
+    started = time.monotonic()
+    cli("stop", "--time", "10", name)
+    assert time.monotonic() - started < 8, "SIGTERM did not end the init: stop waited for SIGKILL"
+    state = cli.inspect(name)["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 42)
+    cli("rm", name)
+

@@ -5,10 +5,9 @@ containers through the docker CLI."""
 import time
 
 from images import IMAGE
-from probes import CPU_QUOTA, MEMORY_LIMIT, counter, frozen, wait_for
+from probes import CPU_QUOTA, LOOP, MEMORY_LIMIT, counter, exec_then_stop, frozen, wait_for
 
 # An init that counts into /tmp/count and exits 42 on SIGTERM.
-LOOP = 'trap "exit 42" TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done'
 
 
 def test_run_rm(docker):
@@ -31,30 +30,7 @@ def test_run_as_user_read_only(docker):
 
 
 def test_detached_exec_stop(docker, name):
-    docker.run("-d", "--name", name, IMAGE, "sh", "-c", LOOP)
-    init_pid = docker.inspect(name)["State"]["Pid"]
-    wait_for(lambda: counter(init_pid), what="the container's loop")
-
-    seen = docker("exec", name, "sh", "-c", "cat /proc/1/cmdline; echo; echo $$")
-    init_cmdline, exec_pid = seen.stdout.splitlines()
-    assert "trap" in init_cmdline and exec_pid != "1", seen.stdout
-    cgroups = docker("exec", name, "sh", "-c", "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup")
-    of_init, of_exec = cgroups.stdout.split("--\n")
-    assert sorted(of_exec.split()) == sorted(of_init.split()), cgroups.stdout
-
-    who = docker("exec", "--user", "65534:65534", "--workdir", "/tmp", "--env", "GREETING=hi",
-                 name, "sh", "-c", 'echo "$(id -u):$(id -g) $(pwd) $GREETING"')  # fmt: skip
-    assert who.stdout.strip() == "65534:65534 /tmp hi"
-    assert docker("exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
-    tty = docker("exec", "--tty", name, "tty")
-    assert tty.stdout.strip().startswith("/dev/pts/"), tty.stdout
-
-    started = time.monotonic()
-    docker("stop", "--time", "10", name)
-    assert time.monotonic() - started < 8, "SIGTERM did not end the init: stop waited for SIGKILL"
-    state = docker.inspect(name)["State"]
-    assert (state["Status"], state["ExitCode"]) == ("exited", 42)
-    docker("rm", name)
+    exec_then_stop(docker, name, IMAGE)
 
 
 def test_memory_limit_oom_kills(docker, name):

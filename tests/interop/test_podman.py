@@ -7,12 +7,11 @@ import stat
 import time
 
 from images import IMAGE
-from probes import (CPU_QUOTA, CPUSET, MEMORY_LIMIT, PIDS_LIMIT, counter, drive_terminal, frozen,
-                    wait_for)
+from probes import (CPU_QUOTA, CPUSET, LOOP, MEMORY_LIMIT, PIDS_LIMIT, counter, drive_terminal,
+                    exec_then_stop, frozen, wait_for)
 
 # An init that counts into /tmp/count (read from the host through
 # /proc/PID/root) and exits 42 on SIGTERM.
-LOOP = 'trap "exit 42" TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done'
 
 
 def test_run_rm(podman):
@@ -93,34 +92,7 @@ def test_user_namespace(podman, name):
 
 
 def test_detached_exec_stop_rm(podman, name):
-    podman.run("-d", "--name", name, IMAGE, "sh", "-c", LOOP)
-    init_pid = podman.inspect(name)["State"]["Pid"]
-    wait_for(lambda: counter(init_pid), what="the container's loop")
-
-    # exec joins the container's pid namespace and cgroups
-    seen = podman("exec", name, "sh", "-c", "cat /proc/1/cmdline; echo; echo $$")
-    init_cmdline, exec_pid = seen.stdout.splitlines()
-    assert "trap" in init_cmdline and exec_pid != "1", seen.stdout
-    cgroups = podman("exec", name, "sh", "-c", "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup")
-    of_init, of_exec = cgroups.stdout.split("--\n")
-    assert sorted(of_exec.split()) == sorted(of_init.split()), cgroups.stdout
-
-    # the process's user, working directory, environment; its exit status
-    who = podman("exec", "--user", "65534:65534", "--workdir", "/tmp", "--env", "GREETING=hi",
-                 name, "sh", "-c", 'echo "$(id -u):$(id -g) $(pwd) $GREETING"')  # fmt: skip
-    assert who.stdout.strip() == "65534:65534 /tmp hi"
-    assert podman("exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
-
-    # a terminal (the runtime hands the pty master to conmon's --console-socket)
-    tty = podman("exec", "--tty", name, "tty")
-    assert tty.stdout.strip().startswith("/dev/pts/"), tty.stdout
-
-    started = time.monotonic()
-    podman("stop", "--time", "10", name)
-    assert time.monotonic() - started < 8, "SIGTERM did not end the init: stop waited for SIGKILL"
-    state = podman.inspect(name)["State"]
-    assert (state["Status"], state["ExitCode"]) == ("exited", 42)
-    podman("rm", name)
+    exec_then_stop(podman, name, IMAGE)
 
 
 def test_run_interactive_terminal(podman):
