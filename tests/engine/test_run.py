@@ -47,3 +47,11 @@ def test_a_state_dir_too_long_for_a_socket_is_refused(capsa):
                             env=dict(capsa.env, CAPSA_STATE=long_state))  # fmt: skip
     assert result.returncode == 125 and "too long" in result.stderr, result.stderr
     assert capsa("ps", "-aq").stdout == "" and not os.path.exists(long_state)
+
+
+def test_wait_prints_each_exit_code(capsa):
+    capsa("run", "-d", "--name", "three", "busybox", "sh", "-c", "exit 3")
+    capsa("run", "-d", "--name", "zero", "busybox", "true")
+    result = capsa("wait", "three", "zero", "absent", check=False)
+    assert (result.returncode, result.stdout) == (1, "3\n0\n")
+    assert "No such container: absent" in result.stderr

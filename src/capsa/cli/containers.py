@@ -33,15 +33,16 @@ def register(commands) -> None:
         adder(volume.add_parser(name, aliases=aliases))
 
 
-def each(args, names: list[str], action) -> int:
-    """Run ACTION on each named container as Docker does: print the name on
-    success, an error line per failure, exit 1 if any failed."""
+def each(args, names: list[str], action, show_result: bool = False) -> int:
+    """Run ACTION on each named container as Docker does: print the name
+    (or, SHOW_RESULT, what ACTION returned) on success, an error line per
+    failure, exit 1 if any failed."""
     engine = open_engine(args)
     status = 0
     for name in names:
         try:
-            action(engine, engine.containers.lookup(name))
-            print(name)
+            result = action(engine, engine.containers.lookup(name))
+            print(result if show_result else name, flush=True)
         except CapsaError as err:
             sys.stderr.write(f"capsa: {err}\n")
             status = 1
@@ -151,15 +152,7 @@ def _wait(p) -> None:
 
 
 def cmd_wait(args) -> int:
-    engine = open_engine(args)
-    status = 0
-    for name in args.containers:
-        try:
-            print(engine.wait(engine.containers.lookup(name)), flush=True)
-        except CapsaError as err:
-            sys.stderr.write(f"capsa: {err}\n")
-            status = 1
-    return status
+    return each(args, args.containers, lambda engine, c: engine.wait(c), show_result=True)
 
 
 # -- looking at containers
@@ -408,12 +401,10 @@ def _volume_prune(p) -> None:
 
 
 def cmd_volume_prune(args) -> int:
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove anonymous local volumes not used by at least one container.\n"
-                         "Are you sure you want to continue? [y/N] ")  # fmt: skip
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from capsa.cli.main import confirm
+
+    if not args.force and not confirm("This will remove anonymous local volumes not used by at least one container."):
+        return 0
     removed = open_engine(args).volumes.prune(args.all)
     if removed:
         print("Deleted Volumes:\n" + "\n".join(removed) + "\n")

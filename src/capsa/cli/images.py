@@ -309,12 +309,11 @@ def _prune(p) -> None:
 def cmd_prune(args) -> int:
     from capsa.images import gc
 
-    if not args.force:
-        what = "all images without at least one container" if args.all else "all dangling images"
-        sys.stdout.write(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from capsa.cli.main import confirm
+
+    what = "all images without at least one container" if args.all else "all dangling images"
+    if not args.force and not confirm(f"This will remove {what}."):
+        return 0
     store = open_store(args)
     deleted = []
     with store.lock():

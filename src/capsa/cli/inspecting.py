@@ -221,12 +221,10 @@ def cmd_prune(args) -> int:
 
     from capsa.cli.images import cmd_prune as prune_images
 
-    if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers, unused images and volumes.\n"
-                         "Are you sure you want to continue? [y/N] ")  # fmt: skip
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from capsa.cli.main import confirm
+
+    if not args.force and not confirm("This will remove all stopped containers, unused images and volumes."):
+        return 0
     engine = _engine(args)
     removed = []
     for container in engine.containers.all():

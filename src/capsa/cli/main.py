@@ -100,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def confirm(warning: str) -> bool:
+    """Docker's prune prompt: WARNING, then whether the user said yes."""
+    sys.stdout.write(f"WARNING! {warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def fail(message: str, code: int = 1) -> int:
     sys.stderr.write(f"capsa: {message}\n")
     return code
