@@ -22,6 +22,7 @@ from capsa.engine import seccomp_profile
 from capsa.engine.options import Mount, RunOptions
 from capsa.engine.users import User
 from capsa.errors import InvalidArgument, NotFound
+from capsa.linux import lsm
 
 OCI_VERSION = "1.0.2-dev"  # as capsa-runtime and runc write it; crun refuses anything but 1.0.x
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -401,17 +402,9 @@ class SecurityOptions:
                 found.seccomp = value
             elif key == "systempaths":
                 found.unmask_paths = True
-            elif key == "apparmor" and value != "unconfined" and _apparmor_enabled():
+            elif key == "apparmor" and value != "unconfined" and lsm.apparmor_enabled():
                 found.apparmor = value  # ignored where AppArmor is off, as dockerd does
         return found
-
-
-def _apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().startswith("Y")
-    except OSError:
-        return False
 
 
 def _apply_privileges(linux: dict, options: RunOptions, security: SecurityOptions, capabilities: list[str]) -> None:

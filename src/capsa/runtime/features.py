@@ -8,7 +8,6 @@ capsa.linux.caps (those this kernel knows), seccomp from what libseccomp and
 the kernel support. Printed as runc prints it: indented by four spaces.
 """
 
-import os
 
 OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.2.0"
@@ -38,20 +37,9 @@ def capabilities() -> list[str]:
     return caps.NAMES[: caps.last_cap() + 1]
 
 
-def apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as file:
-            return file.read().startswith("Y")
-    except OSError:
-        return False
-
-
-def selinux_enabled() -> bool:
-    return os.path.exists("/sys/fs/selinux/enforce")
-
-
 def document(version: str) -> dict:
     """The features object, in the field order of runc's output."""
+    from capsa.linux import lsm
     from capsa.runtime import seccomp
 
     annotations = {ANNOTATION_VERSION: version}
@@ -76,8 +64,8 @@ def document(version: str) -> dict:
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": True},
             "seccomp": seccomp_features,
-            "apparmor": {"enabled": apparmor_enabled()},
-            "selinux": {"enabled": selinux_enabled()},
+            "apparmor": {"enabled": lsm.apparmor_enabled()},
+            "selinux": {"enabled": lsm.selinux_enabled()},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },

@@ -174,18 +174,17 @@ def _validate_process(process: dict) -> None:
         _need(isinstance(rlimit.get("soft"), int) and isinstance(rlimit.get("hard"), int),
               f"rlimit {kind} needs soft and hard")  # fmt: skip
         seen.add(kind)
-    if process.get("apparmorProfile") and not _apparmor_enabled():
+    if process.get("apparmorProfile") or process.get("selinuxLabel"):
+        _check_labels(process)
+
+
+def _check_labels(process: dict) -> None:
+    from capsa.linux import lsm
+
+    if process.get("apparmorProfile") and not lsm.apparmor_enabled():
         raise Unsupported("apparmor profile requested but apparmor is not enabled on this host")
-    if process.get("selinuxLabel") and not os.path.exists("/sys/fs/selinux/enforce"):
+    if process.get("selinuxLabel") and not lsm.selinux_enabled():
         raise Unsupported("selinux label requested but selinux is not enabled on this host")
-
-
-def _apparmor_enabled() -> bool:
-    try:
-        with open("/sys/module/apparmor/parameters/enabled") as f:
-            return f.read().startswith("Y")
-    except OSError:
-        return False
 
 
 def _validate_linux(linux: dict, config: dict, systemd_cgroup: bool = False) -> None:
