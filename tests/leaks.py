@@ -72,3 +72,15 @@ def snapshot() -> dict[str, set[str]]:
 def new_since(before: dict[str, set[str]]) -> dict[str, set[str]]:
     after = snapshot()
     return {kind: after[kind] - before[kind] for kind in before if after[kind] - before[kind]}
+
+
+def reap_orphans() -> None:
+    """Reap every exited child. Called between tests, when no test's own
+    subprocess is still waiting to be waited for."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return

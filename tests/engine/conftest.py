@@ -117,8 +117,10 @@ def capsa(engine_session):
     engine_session.remove_all()  # what a test leaves running is ours to remove
     assert engine_session("ps", "-aq").stdout == "", "rm -f could not remove every container"
     deadline = time.monotonic() + 5
+    leaks.reap_orphans()  # orphans come to pytest when an earlier test made it a subreaper
     left = _ours(leaks.new_since(before))
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
+        leaks.reap_orphans()
         left = _ours(leaks.new_since(before))
     assert not left, f"test left behind: {left}"

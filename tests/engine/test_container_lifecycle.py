@@ -12,17 +12,9 @@ import time
 
 import pytest
 
+from waiting import wait_for
+
 pytestmark = pytest.mark.root
-
-
-def wait_for(predicate, timeout: float = 15, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def inspect(capsa, name: str) -> dict:

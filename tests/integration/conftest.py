@@ -35,29 +35,17 @@ def subreaper():
     set_child_subreaper()
 
 
-def reap_orphans() -> None:
-    """Reap every exited child. Called between tests, when no test's own
-    subprocess is still waiting to be waited for."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
 @pytest.fixture(autouse=True)
 def no_leaks(subreaper):
     """Fail the test if it left a mount, cgroup, namespace or process behind."""
     before = leaks.snapshot()
     yield
     deadline = time.monotonic() + 5
-    reap_orphans()
+    leaks.reap_orphans()
     left = leaks.new_since(before)
     while left and time.monotonic() < deadline:  # processes take a moment to exit
         time.sleep(0.02)
-        reap_orphans()
+        leaks.reap_orphans()
         left = leaks.new_since(before)
     assert not left, f"test left behind: {left}"
 

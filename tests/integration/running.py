@@ -3,19 +3,8 @@
 import json
 import os
 import subprocess
-import time
 
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    """Poll predicate until it returns something truthy; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+from waiting import wait_for
 
 
 def read(path) -> str | None:

@@ -11,6 +11,8 @@ import struct
 import termios
 import time
 
+from waiting import wait_for
+
 MEMORY_LIMIT = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
                 " || cat /sys/fs/cgroup/memory.max")  # fmt: skip
 PIDS_LIMIT = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"
@@ -61,17 +63,6 @@ def counter(pid: int) -> int:
         return int(read_in_root(pid, "/tmp/count").strip() or 0)
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def wait_for(predicate, timeout: float = 10, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def drive_terminal(argv: list[str], env: dict | None = None, send: bytes = b"",
