@@ -139,3 +139,27 @@ def exec_then_stop(cli, name: str, image: str) -> None:
     assert (state["Status"], state["ExitCode"]) == ("exited", 42)
     cli("rm", name)
 
+
+def pause_unpause(cli, name: str, image: str, *rm_flags: str) -> None:
+    """pause freezes the init (its loop stops counting), unpause thaws it,
+    and a paused container can be removed (kill and delete --force of a
+    frozen one); RM_FLAGS: what this CLI's `rm --force` needs besides."""
+    cli.run("-d", "--name", name, image, "sh", "-c", LOOP)
+    pid = cli.inspect(name)["State"]["Pid"]
+    wait_for(lambda: counter(pid), what="the container's loop")
+
+    cli("pause", name)
+    assert cli.inspect(name)["State"]["Status"] == "paused"
+    assert frozen(pid)
+    count = counter(pid)
+    time.sleep(0.3)
+    assert counter(pid) == count, "the paused container kept running"
+
+    cli("unpause", name)
+    assert cli.inspect(name)["State"]["Status"] == "running"
+    assert not frozen(pid)
+    wait_for(lambda: counter(pid) > count, what="the loop to go on after unpause")
+
+    cli("pause", name)
+    cli("rm", "--force", *rm_flags, name)
+

@@ -2,10 +2,9 @@
 added with `dockerd --add-runtime interop-NAME=PATH`) running busybox
 containers through the docker CLI."""
 
-import time
 
 from images import IMAGE
-from probes import CPU_QUOTA, LOOP, MEMORY_LIMIT, counter, exec_then_stop, frozen, wait_for
+from probes import CPU_QUOTA, MEMORY_LIMIT, exec_then_stop, pause_unpause, wait_for
 
 # An init that counts into /tmp/count and exits 42 on SIGTERM.
 
@@ -73,24 +72,7 @@ def test_top(docker, name):
 
 
 def test_pause_unpause(docker, name):
-    docker.run("-d", "--name", name, IMAGE, "sh", "-c", LOOP)
-    pid = docker.inspect(name)["State"]["Pid"]
-    wait_for(lambda: counter(pid), what="the container's loop")
-
-    docker("pause", name)
-    assert docker.inspect(name)["State"]["Status"] == "paused"
-    assert frozen(pid)
-    count = counter(pid)
-    time.sleep(0.3)
-    assert counter(pid) == count, "the paused container kept running"
-
-    docker("unpause", name)
-    assert docker.inspect(name)["State"]["Status"] == "running"
-    assert not frozen(pid)
-    wait_for(lambda: counter(pid) > count, what="the loop to go on after unpause")
-
-    docker("pause", name)
-    docker("rm", "--force", name)  # a paused container
+    pause_unpause(docker, name, IMAGE)
 
 
 def test_update(docker, name):

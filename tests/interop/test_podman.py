@@ -4,11 +4,10 @@ with the runtime under test as `podman --runtime PATH`."""
 import json
 import os
 import stat
-import time
 
 from images import IMAGE
-from probes import (CPU_QUOTA, CPUSET, LOOP, MEMORY_LIMIT, PIDS_LIMIT, counter, drive_terminal,
-                    exec_then_stop, frozen, wait_for)
+from probes import (CPU_QUOTA, CPUSET, MEMORY_LIMIT, PIDS_LIMIT, drive_terminal,
+                    exec_then_stop, pause_unpause, wait_for)
 
 # An init that counts into /tmp/count (read from the host through
 # /proc/PID/root) and exits 42 on SIGTERM.
@@ -118,25 +117,7 @@ def test_exec_interactive_terminal(podman, name):
 
 
 def test_pause_unpause(podman, name):
-    podman.run("-d", "--name", name, IMAGE, "sh", "-c", LOOP)
-    pid = podman.inspect(name)["State"]["Pid"]
-    wait_for(lambda: counter(pid), what="the container's loop")
-
-    podman("pause", name)
-    assert podman.inspect(name)["State"]["Status"] == "paused"
-    assert frozen(pid)
-    count = counter(pid)
-    time.sleep(0.3)
-    assert counter(pid) == count, "the paused container kept running"
-
-    podman("unpause", name)
-    assert podman.inspect(name)["State"]["Status"] == "running"
-    assert not frozen(pid)
-    wait_for(lambda: counter(pid) > count, what="the loop to go on after unpause")
-
-    # removing a paused container (kill and delete --force of a frozen one)
-    podman("pause", name)
-    podman("rm", "--force", "--time", "0", name)
+    pause_unpause(podman, name, IMAGE, "--time", "0")
 
 
 def test_memory_limit_oom_kills(podman, name):
