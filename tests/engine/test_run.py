@@ -55,3 +55,16 @@ def test_wait_prints_each_exit_code(capsa):
     result = capsa("wait", "three", "zero", "absent", check=False)
     assert (result.returncode, result.stdout) == (1, "3\n0\n")
     assert "No such container: absent" in result.stderr
+
+
+def test_inspect_finds_containers_images_and_volumes(capsa):
+    capsa("create", "--name", "looked-at", "-v", "seen:/data", "busybox", "true")
+    found = json.loads(capsa("inspect", "looked-at", "busybox").stdout)
+    assert found[0]["Name"] == "/looked-at" and found[1]["RepoTags"] == ["busybox:latest"]
+    missing = capsa("inspect", "looked-at", "nothere", check=False)
+    assert missing.returncode == 1 and len(json.loads(missing.stdout)) == 1
+    assert missing.stderr == "capsa: no such object: nothere\n"
+    assert json.loads(capsa("volume", "inspect", "seen").stdout)[0]["Name"] == "seen"
+    assert capsa.fails("volume", "inspect", "unseen") == "capsa: no such volume: unseen"
+    capsa("rm", "looked-at")
+    capsa("volume", "rm", "seen")

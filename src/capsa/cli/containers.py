@@ -291,19 +291,19 @@ def _inspect(p) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from capsa.cli.images import describe_image
+    from capsa.cli.main import print_inspected
     from capsa.engine.inspect import describe
 
     engine = open_engine(args)
-    out, missing = [], None
-    for name in args.names:
+
+    def container_or_image(name: str) -> dict:
         try:
-            out.append(describe(engine, engine.refresh(engine.containers.lookup(name))))
+            return describe(engine, engine.refresh(engine.containers.lookup(name)))
         except NotFound:
-            missing = name
-    print(json.dumps(out, indent=4))
-    if missing:
-        raise NotFound(f"No such object: {missing}")
-    return 0
+            return describe_image(engine.images, engine.images.lookup(name))
+
+    return print_inspected(args.names, container_or_image, "object")
 
 
 def _version(p) -> None:
@@ -358,17 +358,10 @@ def _volume_inspect(p) -> None:
 
 
 def cmd_volume_inspect(args) -> int:
-    engine = open_engine(args)
-    found, missing = [], None
-    for name in args.names:
-        try:
-            found.append(engine.volumes.get(name))
-        except NotFound:
-            missing = name
-    print(json.dumps(found, indent=4))
-    if missing:
-        raise NotFound(f"no such volume: {missing}")
-    return 0
+    from capsa.cli.main import print_inspected
+
+    volumes = open_engine(args).volumes
+    return print_inspected(args.names, volumes.get, "volume")
 
 
 def _volume_rm(p) -> None:

@@ -177,34 +177,30 @@ def _inspect(p) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from capsa.images import manifest as manifests
+    from capsa.cli.main import print_inspected
 
     store = open_store(args)
-    out, missing = [], []
-    for name in args.images:
-        try:
-            image = store.lookup(name)
-        except NotFound:
-            missing.append(name)
-            continue
-        config = manifests.parse_config(store.content.read(image.id), f"config {image.id}")
-        raw = config.raw
-        out.append({
-            "Id": image.id, "RepoTags": [_familiar(t) for t in image.tags],
-            "RepoDigests": [_familiar(d) for d in image.digests], "Parent": "",
-            "Comment": (raw.get("history") or [{}])[-1].get("comment", ""), "Created": image.created,
-            "Author": raw.get("author", ""), "Config": raw.get("config") or {},
-            "Architecture": config.platform.architecture, "Variant": config.platform.variant or None,
-            "Os": config.platform.os, "Size": image.size, "VirtualSize": image.size,
-            "RootFS": {"Type": "layers", "Layers": config.diff_ids},
-            "Metadata": {"LastTagTime": ""},
-            "Descriptor": {"mediaType": image.manifest_type, "digest": image.manifest,
-                           "size": store.content.size(image.manifest)},
-        })  # fmt: skip
-    print(json.dumps(out, indent=4))
-    if missing:
-        raise NotFound(f"no such image: {missing[0]}")
-    return 0
+    return print_inspected(args.images, lambda name: describe_image(store, store.lookup(name)), "image")
+
+
+def describe_image(store, image) -> dict:
+    """An image as Docker's image inspect shapes it."""
+    from capsa.images import manifest as manifests
+
+    config = manifests.parse_config(store.content.read(image.id), f"config {image.id}")
+    raw = config.raw
+    return {
+        "Id": image.id, "RepoTags": [_familiar(t) for t in image.tags],
+        "RepoDigests": [_familiar(d) for d in image.digests], "Parent": "",
+        "Comment": (raw.get("history") or [{}])[-1].get("comment", ""), "Created": image.created,
+        "Author": raw.get("author", ""), "Config": raw.get("config") or {},
+        "Architecture": config.platform.architecture, "Variant": config.platform.variant or None,
+        "Os": config.platform.os, "Size": image.size, "VirtualSize": image.size,
+        "RootFS": {"Type": "layers", "Layers": config.diff_ids},
+        "Metadata": {"LastTagTime": ""},
+        "Descriptor": {"mediaType": image.manifest_type, "digest": image.manifest,
+                       "size": store.content.size(image.manifest)},
+    }  # fmt: skip
 
 
 def _familiar(name: str) -> str:

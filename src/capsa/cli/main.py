@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from capsa.errors import CapsaError, InvalidArgument
+from capsa.errors import CapsaError, InvalidArgument, NotFound
 
 VERSION = "0.1.0"
 
@@ -98,6 +98,23 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
     except KeyboardInterrupt:
         return 130
+
+
+def print_inspected(names: list[str], describe, what: str) -> int:
+    """Docker's inspect: a JSON array of DESCRIBE(name) for the names found;
+    then the first one not found (NotFound from DESCRIBE) fails, naming WHAT."""
+    import json
+
+    found, missing = [], []
+    for name in names:
+        try:
+            found.append(describe(name))
+        except NotFound:
+            missing.append(name)
+    print(json.dumps(found, indent=4))
+    if missing:
+        raise NotFound(f"no such {what}: {missing[0]}")
+    return 0
 
 
 def confirm(warning: str) -> bool:
