@@ -1,5 +1,6 @@
 """capsa.db: the SQLite database that is the single source of truth for the
-engine's metadata: images, their names and snapshots, and containers.
+engine's metadata: images, their names and snapshots, containers, volumes
+and networks.
 
 WAL mode lets readers run beside one writer; every multi-step change is one
 transaction (`with Transaction(conn):`). The schema is built by MIGRATIONS,
@@ -75,8 +76,31 @@ CREATE TABLE container_volumes (
 );
 """
 
+NETWORKS = """
+CREATE TABLE networks (
+    id TEXT PRIMARY KEY,              -- 64 hex digits
+    name TEXT UNIQUE NOT NULL,
+    driver TEXT NOT NULL,             -- bridge
+    bridge TEXT UNIQUE NOT NULL,      -- the host's bridge interface
+    subnet TEXT UNIQUE NOT NULL,      -- IPv4 CIDR
+    gateway TEXT NOT NULL,
+    internal INTEGER NOT NULL DEFAULT 0,
+    labels TEXT NOT NULL DEFAULT '{}',   -- JSON
+    created TEXT NOT NULL
+);
+CREATE TABLE endpoints (              -- a container's place on a network
+    container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+    network TEXT NOT NULL REFERENCES networks(id),
+    ifname TEXT NOT NULL,             -- eth0, eth1, ... in the container
+    aliases TEXT NOT NULL DEFAULT '[]',  -- JSON: names besides the container's
+    result TEXT,                      -- JSON: the CNI result while attached
+    PRIMARY KEY (container, network)
+);
+CREATE INDEX endpoints_network ON endpoints(network);
+"""
+
 # Each entry moves the schema one version up; never edit one that shipped.
-MIGRATIONS = (IMAGES, CONTAINERS)
+MIGRATIONS = (IMAGES, CONTAINERS, NETWORKS)
 VERSION = len(MIGRATIONS)
 
 

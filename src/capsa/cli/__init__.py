@@ -6,4 +6,5 @@ COMMANDS = frozenset({
     "pull", "push", "images", "rmi", "tag", "save", "load", "import", "image", "login", "logout",
     "run", "create", "exec", "attach", "start", "stop", "restart", "kill", "rm", "ps", "logs", "wait",
     "inspect", "pause", "unpause", "rename", "version", "volume", "top", "stats", "cp", "system",
+    "network", "port",
 })

@@ -225,7 +225,7 @@ def cmd_ps(args) -> int:
     rows = [{"ID": ident(c), "Image": c.image_name, "Command": _command_text(c, args.no_trunc),
              "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(c.created)),
              "RunningFor": humanize.ago(c.created).removesuffix(" ago"), "State": c.state,
-             "Status": status_text(c), "Ports": "", "Names": c.name} for c in shown]  # fmt: skip
+             "Status": status_text(c), "Ports": ports_text(c), "Names": c.name} for c in shown]  # fmt: skip
     if args.format == "json":
         for row in rows:
             print(json.dumps(row))
@@ -236,6 +236,17 @@ def cmd_ps(args) -> int:
     print_table(header, [[r["ID"], r["Image"], r["Command"], humanize.ago(c.created), r["Status"], r["Ports"],
                           r["Names"]] for r, c in zip(rows, shown)])  # fmt: skip
     return 0
+
+
+def ports_text(container) -> str:
+    """ps's PORTS: "0.0.0.0:8080->80/tcp, …" while the container runs."""
+    records = container.config.get("ports")
+    if not records or container.state not in ("running", "paused"):
+        return ""
+    from capsa.network import ports
+
+    return ", ".join(f"{m.host_address()}:{m.host_port}->{m.container_port}/{m.protocol}"
+                     for m in ports.from_records(records))  # fmt: skip
 
 
 def _command_text(container, full: bool) -> str:

@@ -55,7 +55,7 @@ def known_command(command: str | None) -> bool:
 def build_parser(command: str | None = None) -> Parser:
     """The whole command line, or (COMMAND given) just what that command
     needs to parse its arguments."""
-    from capsa.cli import containers, images, inspecting, run
+    from capsa.cli import containers, images, inspecting, networks, run
 
     parser = Parser(prog="capsa", description="A daemonless container engine.")
     parser.add_argument("--root", default=None,
@@ -69,6 +69,7 @@ def build_parser(command: str | None = None) -> Parser:
     run.register(commands)
     containers.register(commands)
     inspecting.register(commands)
+    networks.register(commands)
     return parser
 
 

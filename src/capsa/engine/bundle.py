@@ -4,6 +4,7 @@ copy), the files Docker gives every container (/etc/hosts, /etc/hostname,
 built from the image config and the run options."""
 
 import os
+import socket
 
 from capsa import fastjson as json
 from capsa.engine import spec, users, volumes
@@ -11,16 +12,10 @@ from capsa.engine.options import RunOptions
 from capsa.errors import Unsupported
 from capsa.images import rootfs as image_rootfs
 from capsa.images.store import Image
+from capsa.network import names
 
 INIT = "/usr/bin/tini-static"
 INIT_TARGET = "/sbin/docker-init"
-HOSTS = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
 
 
 def prepare(engine, container, image: Image, options: RunOptions) -> dict:
@@ -30,12 +25,14 @@ def prepare(engine, container, image: Image, options: RunOptions) -> dict:
     mount_rootfs(engine, container, image)
     config = json.loads(engine.images.content.read(image.id)).get("config") or {}
     user = users.resolve(paths.rootfs, options.user or config.get("User") or "", options.group_add)
-    hostname = options.hostname or container.id[:12]
-    extra_files = write_etc_files(paths, hostname)
+    hostname, netns_path, extra_files = network_files(engine, container, options)
     mounts = volumes.resolve_mounts(engine, container.id, options, config, paths.rootfs)
     document = spec.build_spec(container_id=container.id, image_config=config, rootfs=paths.rootfs,
                                options=options, user=user, mounts=mounts, hostname=hostname,
-                               cgroups_path=f"/capsa/{container.id}", extra_files=extra_files)  # fmt: skip
+                               cgroups_path=f"/capsa/{container.id}", extra_files=extra_files,
+                               netns_path=netns_path)  # fmt: skip
+    if netns_path is None:  # the host's network, or a container's that has it
+        host_network(document)
     if options.init:
         add_init(document)
     with open(paths.in_bundle("config.json"), "w") as f:
@@ -65,30 +62,42 @@ def mount_rootfs(engine, container, image: Image) -> str:
     return image_rootfs.mount(engine.images, image, paths.rootfs, upper, work)
 
 
-def write_etc_files(paths, hostname: str) -> dict[str, str]:
-    """Docker's per-container /etc files; {path in the container: file}."""
-    files = {"/etc/hostname": f"{hostname}\n", "/etc/hosts": HOSTS + f"127.0.1.1\t{hostname}\n",
-             "/etc/resolv.conf": resolv_conf()}  # fmt: skip
-    out = {}
-    for target, text in files.items():
-        host_path = paths.in_bundle(os.path.basename(target))
-        with open(host_path, "w") as f:
+def network_files(engine, container, options: RunOptions) -> tuple[str, str | None, dict[str, str]]:
+    """The hostname, the network namespace to join (None: the host's) and
+    the /etc files ({path in the container: host file}) of the network mode."""
+    paths = engine.paths(container)
+    mode = options.network
+    if mode.startswith("container:"):
+        other = engine.containers.get(mode.split(":", 1)[1])
+        other_paths = engine.paths(other)
+        with open(other_paths.in_bundle("hostname")) as f:
+            hostname = f.read().strip()
+        files = {f"/etc/{name}": other_paths.in_bundle(name) for name in ("hostname", "hosts", "resolv.conf")}
+        return hostname, other.config.get("netns_path"), files
+    if mode == "host":
+        hostname = options.hostname or socket.gethostname()
+        with open("/etc/hosts") as f:
+            hosts = f.read()
+    else:
+        hostname = options.hostname or container.id[:12]
+        hosts = names.hosts_text(hostname, "", [], options.add_host)
+    texts = {"hostname": f"{hostname}\n", "hosts": hosts,
+             "resolv.conf": names.resolv_text(options.dns, options.dns_search, options.dns_option,
+                                              host_network=mode == "host")}  # fmt: skip
+    files = {}
+    for name, text in texts.items():
+        files[f"/etc/{name}"] = paths.in_bundle(name)
+        with open(paths.in_bundle(name), "w") as f:
             f.write(text)
-        out[target] = host_path
-    return out
+    netns_path = engine.wiring.netns_path(container.id) if mode != "host" else None
+    engine.containers.update(container.id, config={**container.config, "hostname": hostname,
+                                                   "netns_path": netns_path})  # fmt: skip
+    container.config.update(hostname=hostname, netns_path=netns_path)
+    return hostname, netns_path, files
 
 
-def resolv_conf() -> str:
-    """The host's resolv.conf without loopback nameservers (they mean
-    nothing in the container's network namespace), as Docker filters it."""
-    try:
-        with open("/etc/resolv.conf") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        lines = []
-    kept = [line for line in lines if not (line.split()[:1] == ["nameserver"] and _loopback(line.split()[1:2]))]
-    return "\n".join(kept) + "\n"
-
-
-def _loopback(address: list[str]) -> bool:
-    return bool(address) and (address[0].startswith("127.") or address[0] == "::1")
+def host_network(document: dict) -> None:
+    """--network host: no network namespace, and so no net.* sysctls."""
+    linux = document["linux"]
+    linux["namespaces"] = [n for n in linux["namespaces"] if n["type"] != "network"]
+    linux["sysctl"] = {k: v for k, v in linux.get("sysctl", {}).items() if not k.startswith("net.")}

@@ -37,9 +37,19 @@ class Engine:
         self.state = state or default_state()
         self.containers = Containers(self.images.conn)
         self.volumes = Volumes(self.root, self.images.conn)
+        self._wiring = None
 
     def close(self) -> None:
         self.images.close()
+
+    @property
+    def wiring(self):
+        """The network side (capsa.network), loaded when first needed."""
+        if self._wiring is None:
+            from capsa.network.endpoints import Wiring
+
+            self._wiring = Wiring(self)
+        return self._wiring
 
     def paths(self, container: Container) -> Paths:
         return Paths(self.root, self.state, container.id)
@@ -54,6 +64,7 @@ class Engine:
         from capsa.engine import bundle  # the spec's modules: only create needs them
 
         self._check_state_dir()
+        self.wiring.resolve_mode(options)
         runtime = runtimes.resolve(options.runtime)
         name = names.check(options.name) if options.name else names.generate(self.containers.name_taken)
         container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
@@ -61,6 +72,7 @@ class Engine:
                               config=dataclasses.asdict(options))  # fmt: skip
         self.containers.add(container)
         try:
+            self.wiring.plan(container.id, options)
             document = bundle.prepare(self, container, image, options)
             # ps shows the command the image and the flags made
             self.containers.update(container.id, config={**container.config,
@@ -103,6 +115,7 @@ class Engine:
 
             bundle.mount_rootfs(self, container, self.images.get(container.image))
         os.makedirs(paths.state, mode=0o700, exist_ok=True)
+        self.wiring.connect(container)
         answer = shim.start(self._shim_args(container, paths) + (["--start-on-attach"] if attach_first else []))
         self.containers.update(container.id, state="running", pid=answer["pid"], exit_code=0,
                                oom_killed=0, started_at=now(), finished_at="")  # fmt: skip
@@ -294,6 +307,7 @@ class Engine:
             container = self._settle(container)
         if not self._retire_shim(container):  # no shim deleted it: the runtime may still know it
             self._runtime(container, "delete", "--force", container.id)
+        self.wiring.disconnect(container)
         self._remove_files(container)
         anonymous = self.volumes.anonymous_of(container.id)
         self.containers.delete(container.id)
@@ -349,7 +363,8 @@ def merge_env(base: list[str], extra) -> list[str]:
 
 def image_defaults(options, config: dict) -> None:
     """What the image config says when the flags do not: its STOPSIGNAL
-    and its HEALTHCHECK (Docker's times are nanoseconds)."""
+    and its HEALTHCHECK; its EXPOSE joins --expose (Docker's times are nanoseconds)."""
+    options.expose = sorted({*options.expose, *(config.get("ExposedPorts") or {})})
     if options.stop_signal is None and config.get("StopSignal"):
         options.stop_signal = config["StopSignal"]
     check = config.get("Healthcheck") or {}

@@ -40,6 +40,10 @@ def describe(engine, container) -> dict:
         "HostConfig": {
             "Runtime": container.runtime, "AutoRemove": bool(options.get("rm")),
             "RestartPolicy": _restart(options.get("restart") or "no"),
+            "NetworkMode": options.get("network") or "bridge",
+            "PortBindings": _port_bindings(options),
+            "Dns": options.get("dns") or [], "DnsSearch": options.get("dns_search") or [],
+            "ExtraHosts": options.get("add_host") or None,
             "Privileged": bool(options.get("privileged")), "ReadonlyRootfs": bool(options.get("read_only")),
             "CapAdd": options.get("cap_add") or None, "CapDrop": options.get("cap_drop") or None,
             "SecurityOpt": options.get("security_opt") or None,
@@ -57,11 +61,12 @@ def describe(engine, container) -> dict:
             "Env": process.get("env", []), "Cmd": options.get("command"), "Image": container.image_name,
             "WorkingDir": process.get("cwd", ""), "Entrypoint": options.get("entrypoint"),
             "Labels": options.get("labels") or {},
+            "ExposedPorts": {key: {} for key in options.get("expose") or []} or None,
         },
         "GraphDriver": {"Name": "overlay", "Data": {"MergedDir": paths.rootfs,
                                                     "UpperDir": paths.in_bundle("upper"),
                                                     "WorkDir": paths.in_bundle("work")}},  # fmt: skip
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": engine.wiring.settings(container),
         "BundlePath": paths.bundle if os.path.isdir(paths.bundle) else "",
     }
 
@@ -71,6 +76,15 @@ def _rfc3339(seconds: float) -> str:
 
     whole = int(seconds)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((seconds - whole) * 1e9):09d}Z"
+
+
+def _port_bindings(options: dict) -> dict:
+    from capsa.network import ports
+
+    wanted = [m for spec in options.get("publish") or [] for m in ports.parse_publish(spec)]
+    return {key: [{"HostIp": b["HostIp"] if b["HostIp"] != "0.0.0.0" else "",
+                   "HostPort": b["HostPort"] if b["HostPort"] != "0" else ""} for b in bindings]
+            for key, bindings in ports.describe(wanted).items()}  # fmt: skip
 
 
 def _restart(policy: str) -> dict:

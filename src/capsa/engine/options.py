@@ -73,6 +73,15 @@ class RunOptions:
     no_healthcheck: bool = False
     log_opts: list[str] = field(default_factory=list)  # "key=value"
     runtime: str | None = None
+    network: str = "bridge"  # a network's name, none, host or container:<id>
+    network_aliases: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)  # -p specs
+    publish_all: bool = False
+    expose: list[str] = field(default_factory=list)  # "80/tcp"
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_option: list[str] = field(default_factory=list)
+    add_host: list[str] = field(default_factory=list)  # "name:address"
     name: str | None = None
     rm: bool = False
     detach: bool = False
@@ -656,6 +665,7 @@ def from_flags(args) -> RunOptions:
     if args.hostname:
         parse_hostname(args.hostname)
     health = _health_flags(args)
+    network = _network_flags(args)
     return RunOptions(
         image=args.image, command=list(args.command) or None,
         entrypoint=None if args.entrypoint is None else [args.entrypoint] if args.entrypoint else [],
@@ -672,9 +682,41 @@ def from_flags(args) -> RunOptions:
         cpuset_cpus=args.cpuset_cpus, pids_limit=args.pids_limit, ulimits=list(args.ulimit),
         stop_signal=args.stop_signal, stop_timeout=args.stop_timeout, init=args.init or None,
         restart=args.restart or DEFAULT_RESTART, **health,
-        log_opts=[o if "=" in o else o + "=" for o in args.log_opt], runtime=args.runtime,
+        log_opts=[o if "=" in o else o + "=" for o in args.log_opt], runtime=args.runtime, **network,
         name=args.name, rm=args.rm, detach=args.detach,
     )  # fmt: skip
+
+
+def _network_flags(args) -> dict:
+    from capsa.network import ports
+
+    for spec in args.publish:
+        ports.parse_publish(spec)
+    for server in args.dns:
+        _ip_address(server, "dns")
+    return {"network": args.network or "bridge", "network_aliases": list(args.network_alias),
+            "publish": list(args.publish), "publish_all": args.publish_all,
+            "expose": [key for spec in args.expose for key in ports.parse_expose(spec)],
+            "dns": list(args.dns), "dns_search": list(args.dns_search), "dns_option": list(args.dns_option),
+            "add_host": [":".join(parse_add_host(entry)) for entry in args.add_host]}  # fmt: skip
+
+
+def parse_add_host(entry: str) -> tuple[str, str]:
+    """--add-host "name:address" (Docker also takes "name=address")."""
+    name, sep, address = entry.replace("=", ":", 1).partition(":")
+    if not sep or not name:
+        raise InvalidArgument(f"bad format for add-host: {entry!r}")
+    _ip_address(address.strip("[]"), "add-host")
+    return name, address
+
+
+def _ip_address(text: str, flag: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid IP address in {flag}: {text}") from None
 
 
 def _health_flags(args) -> dict:
