@@ -2,10 +2,12 @@
 
 An integration test's fixture takes a snapshot before and after; anything
 new afterwards (a mount, a cgroup directory, a process in another pid or
-mount namespace, a namespace held by any process) fails the test.
+mount namespace, a namespace held by any process, a network interface, an
+iptables rule or chain) fails the test.
 """
 
 import os
+import subprocess
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -64,9 +66,30 @@ def foreign_processes() -> set[str]:
     return found
 
 
+def links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+def iptables_rules() -> set[str]:
+    """Every rule and user chain of iptables-save (counters left out)."""
+    try:
+        done = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return set()
+    table, found = "", set()
+    for line in done.stdout.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A "):
+            found.add(f"{table} {line}")
+        elif line.startswith(":") and line.split()[1] == "-":
+            found.add(f"{table} {line.split()[0]}")
+    return found
+
+
 def snapshot() -> dict[str, set[str]]:
     return {"mount": mounts(), "cgroup": cgroups(), "namespace": namespaces(),
-            "process": foreign_processes()}  # fmt: skip
+            "process": foreign_processes(), "link": links(), "iptables": iptables_rules()}  # fmt: skip
 
 
 def new_since(before: dict[str, set[str]]) -> dict[str, set[str]]:

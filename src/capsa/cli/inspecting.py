@@ -209,7 +209,8 @@ def cmd_df(args) -> int:
 
 
 def _prune(p) -> None:
-    p.description = "Remove stopped containers, dangling images (-a: unused ones), unused anonymous volumes."
+    p.description = ("Remove stopped containers, unused networks (and what a crash left of any network), "
+                     "dangling images (-a: unused ones), unused anonymous volumes.")
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("--volumes", action="store_true")
     p.add_argument("-f", "--force", action="store_true")
@@ -223,7 +224,8 @@ def cmd_prune(args) -> int:
 
     from capsa.cli.main import confirm
 
-    if not args.force and not confirm("This will remove all stopped containers, unused images and volumes."):
+    if not args.force and not confirm("This will remove all stopped containers, networks not used by at least "
+                                      "one container, unused images and volumes."):
         return 0
     engine = _engine(args)
     removed = []
@@ -233,6 +235,9 @@ def cmd_prune(args) -> int:
             removed.append(container.id)
     if removed:
         print("Deleted Containers:\n" + "\n".join(removed) + "\n")
+    networks = engine.wiring.prune()
+    if networks:
+        print("Deleted Networks:\n" + "\n".join(networks) + "\n")
     if args.volumes:
         gone = engine.volumes.prune()
         if gone:

@@ -142,8 +142,9 @@ class Wiring:
 
     def _allocate_ports(self, container) -> list[ports.Mapping]:
         wanted = [m for spec in container.config.get("publish") or [] for m in ports.parse_publish(spec)]
-        if container.config.get("publish_all"):
-            wanted += ports.exposed_mappings(container.config.get("expose") or [])
+        if container.config.get("publish_all"):  # what -p already publishes keeps its binding
+            given = {f"{m.container_port}/{m.protocol}" for m in wanted}
+            wanted += ports.exposed_mappings([k for k in container.config.get("expose") or [] if k not in given])
         in_use = set()
         for other in self.engine.containers.all():
             held = ports.from_records(other.config.get("ports"))
@@ -348,6 +349,9 @@ class Wiring:
                 if container_id not in known:
                     netns.remove(self.netns_path(container_id))
             for network in self.networks.all():
+                for endpoint in self.networks.endpoints_on(network.id):
+                    if endpoint.container not in known:
+                        self.networks.delete_endpoint(endpoint)
                 self._retire_if_idle(network)
 
 
