@@ -6,7 +6,7 @@ Modes (`--network`): a network's name (or `bridge`, the default network);
 `container:<id>` (another container's namespace and /etc files).
 
 For its own namespace the engine binds one at <state>/netns/<id> (kept
-across restarts of the container), brings loopback up, and runs CNI ADD for
+across restarts of the container), with loopback up, and runs CNI ADD for
 each network the container is on; the first interface gets the published
 ports. rm runs DEL from the CNI cache (so a half-made attachment after a
 crash is undone too), removes the namespace, and when a network's last
@@ -27,7 +27,6 @@ from capsa.network import cni, firewall, names, ports
 from capsa.network.networks import Endpoint, Network, Networks, conflist
 
 LOCK = "/run/lock/capsa-network.lock"
-LOOPBACK = {"cniVersion": cni.VERSION, "name": "loopback", "plugins": [{"type": "loopback"}]}
 
 
 def mode_of(config: dict) -> str:
@@ -106,8 +105,6 @@ class Wiring:
                 if os.path.exists(path):
                     os.unlink(path)  # a file left by a crash: its namespace is gone
                 netns.create(path)
-                cni.run_plugin("ADD", cni.plugin_config(LOOPBACK, LOOPBACK["plugins"][0], cni.Attachment(
-                    container.id, path, "lo"), None), cni.Attachment(container.id, path, "lo"))
             try:
                 for endpoint in self.networks.endpoints_of(container.id):
                     if endpoint.result is None or fresh:
@@ -119,24 +116,25 @@ class Wiring:
 
     def _attach(self, container, endpoint: Endpoint, path: str) -> None:
         network = self.networks.get(endpoint.network)
-        runtime_config = {}
-        if endpoint.ifname == "eth0":
-            mappings = self._allocate_ports(container)
-            runtime_config = {"portMappings": [m.to_cni() for m in mappings]}
-        attachment = cni.Attachment(container.id, path, endpoint.ifname, runtime_config)
-        config = conflist(network, self.ipam_dir)
+        mappings = self._allocate_ports(container) if endpoint.ifname == "eth0" else []
+        attachment = cni.Attachment(container.id, path, endpoint.ifname,
+                                    {"portMappings": [m.to_cni() for m in mappings]})  # fmt: skip
+        accept_forward = firewall.forward_policy_drops()
+        config = conflist(network, self.ipam_dir, bool(mappings), accept_forward)
         stale = self.cache.read(network.id, container.id, endpoint.ifname)
         if stale:  # attached before the namespace was lost (a reboot): give its lease back first
             self._run_del(network.id, *stale)
+        if self._idle(network):
+            firewall.activate(network.bridge, network.subnet, network.internal)
         self.cache.write(network.id, config, attachment, None)
-        firewall.isolate(network.bridge, network.internal)
         try:
             result = cni.add(config, attachment)
         except CapsaError:
             self.cache.remove(network.id, container.id, endpoint.ifname)
             self._retire_if_idle(network)
             raise
-        firewall.isolate(network.bridge, network.internal)  # ahead of the firewall plugin's rules again
+        if accept_forward:  # ahead of the firewall plugin's rules again
+            firewall.activate(network.bridge, network.subnet, network.internal)
         self.cache.write(network.id, config, attachment, result)
         self.networks.set_result(endpoint, result)
 
@@ -202,17 +200,20 @@ class Wiring:
         finally:
             self.cache.remove(network_id, attachment.container_id, attachment.ifname)
 
+    def _idle(self, network: Network) -> bool:
+        """No container is attached to NETWORK, nor half-attached after a crash."""
+        if any(e.result is not None for e in self.networks.endpoints_on(network.id)):
+            return False
+        return not any(name.startswith(network.id + "-") for name in _listdir(self.cache.directory))
+
     def _retire_if_idle(self, network: Network) -> None:
         """The last container left NETWORK: its bridge, leases and rules go."""
-        if any(e.result is not None for e in self.networks.endpoints_on(network.id)):
-            return
-        if any(name.startswith(network.id + "-") for name in _listdir(self.cache.directory)):
+        if not self._idle(network):
             return
         if os.path.exists(f"/sys/class/net/{network.bridge}"):
             subprocess.run(["ip", "link", "delete", network.bridge], capture_output=True, check=False)
         shutil.rmtree(os.path.join(self.ipam_dir, network.id), ignore_errors=True)
-        firewall.unisolate(network.bridge, network.internal)
-        firewall.prune_plugin_chains()
+        firewall.deactivate(network.bridge, network.subnet, network.internal)
 
     # -- networks and endpoints by hand: capsa network …
 

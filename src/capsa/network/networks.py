@@ -70,18 +70,21 @@ class Endpoint:
         return ""
 
 
-def conflist(network: Network, ipam_dir: str) -> dict:
-    """The CNI configuration list: a bridge with host-local addresses, the
-    published ports (portmap, which also answers on 127.0.0.1) and the
-    forwarding rules a host with a DROP policy needs (firewall)."""
+def conflist(network: Network, ipam_dir: str, publish: bool, accept_forward: bool) -> dict:
+    """The CNI configuration list of one attachment: a bridge with
+    host-local addresses; portmap when ports are published (it also answers
+    on 127.0.0.1); firewall when the host drops forwarded packets (its
+    ACCEPT rules let the container's through). Masquerading is one rule per
+    network (firewall.py), not the bridge plugin's chain per container."""
     ipam = {"type": "host-local", "ranges": [[{"subnet": network.subnet, "gateway": network.gateway}]],
             "routes": [] if network.internal else [{"dst": "0.0.0.0/0"}], "dataDir": ipam_dir}  # fmt: skip
-    return {"cniVersion": "1.0.0", "name": network.id, "plugins": [
-        {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": not network.internal,
-         "hairpinMode": True, "ipam": ipam},
-        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "firewall", "backend": "iptables"},
-    ]}  # fmt: skip
+    plugins = [{"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": False,
+                "hairpinMode": True, "ipam": ipam}]  # fmt: skip
+    if publish:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    if accept_forward:
+        plugins.append({"type": "firewall", "backend": "iptables"})
+    return {"cniVersion": "1.0.0", "name": network.id, "plugins": plugins}
 
 
 class Networks:
