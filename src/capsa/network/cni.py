@@ -107,7 +107,10 @@ def add(conflist: dict, attachment: Attachment) -> dict:
         try:
             result = run_plugin("ADD", plugin_config(conflist, plugin, attachment, result), attachment) or result
         except PluginError:
-            delete({**conflist, "plugins": conflist["plugins"][: done + 1]}, attachment, result)
+            try:
+                delete({**conflist, "plugins": conflist["plugins"][: done + 1]}, attachment, result)
+            except PluginError:
+                pass  # the ADD failure is the one to report
             raise
     return result or {}
 

@@ -30,12 +30,12 @@ def hosts_text(hostname: str, own_address: str, peers: list[tuple[str, list[str]
     return "\n".join(lines) + "\n"
 
 
-def resolv_text(dns=(), search=(), options=(), host_network: bool = False) -> str:
+def resolv_text(dns=(), search=(), options=(), host_network: bool = False, source: str = "/etc/resolv.conf") -> str:
     """The host's resolv.conf; loopback name servers are left out (they mean
     nothing in the container's own network namespace) unless it shares the
     host's. --dns, --dns-search and --dns-option replace the host's lines."""
     try:
-        with open("/etc/resolv.conf") as f:
+        with open(source) as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         lines = []
