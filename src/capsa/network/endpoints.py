@@ -211,7 +211,11 @@ class Wiring:
         if not self._idle(network):
             return
         if os.path.exists(f"/sys/class/net/{network.bridge}"):
-            subprocess.run(["ip", "link", "delete", network.bridge], capture_output=True, check=False)
+            try:
+                subprocess.run(["ip", "link", "delete", network.bridge], capture_output=True, check=False)
+            except FileNotFoundError:
+                raise CapsaError(f"cannot delete the bridge {network.bridge}: ip is not installed "
+                                 "(Debian's iproute2 package)") from None
         shutil.rmtree(os.path.join(self.ipam_dir, network.id), ignore_errors=True)
         firewall.deactivate(network.bridge, network.subnet, network.internal)
 

@@ -55,7 +55,7 @@ class Tables:
 
     @classmethod
     def read(cls) -> "Tables":
-        done = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False)
+        done = _run(["iptables-save"])
         if done.returncode != 0:
             raise CapsaError(f"failed to read the iptables rules: {_why(done)}")
         return cls(done.stdout)
@@ -125,8 +125,7 @@ def restore(batch: dict[str, list[str]]) -> None:
     text = "".join(f"*{table}\n" + "\n".join(lines) + "\nCOMMIT\n" for table, lines in batch.items() if lines)
     if not text:
         return
-    done = subprocess.run(["iptables-restore", "--noflush", "--wait"], input=text, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    done = _run(["iptables-restore", "--noflush", "--wait"], text)
     if done.returncode != 0:
         raise CapsaError(f"failed to change the iptables rules: {_why(done)}")
 
@@ -135,6 +134,13 @@ def forward_policy_drops() -> bool:
     """Whether the host drops forwarded packets (as dockerd sets it): then
     containers need the firewall plugin's ACCEPT rules."""
     return Tables.read().policies.get(("filter", "FORWARD")) == "DROP"
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise CapsaError(f"{argv[0]} is not installed (Debian's iptables package)") from None
 
 
 def _why(done: subprocess.CompletedProcess) -> str:
