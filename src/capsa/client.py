@@ -165,18 +165,22 @@ def _options(image: str, command, kwargs: dict, detach: bool):
     flags += [f"--env={e}" for e in _env(kwargs.pop("environment", None))]
     for key, flag in (("name", "--name"), ("working_dir", "--workdir"), ("user", "--user"),
                       ("hostname", "--hostname"), ("mem_limit", "--memory"), ("runtime", "--runtime"),
-                      ("entrypoint", "--entrypoint")):  # fmt: skip
+                      ("entrypoint", "--entrypoint"), ("network", "--network"),
+                      ("network_mode", "--network")):  # fmt: skip
         if kwargs.get(key) is not None:
             value = kwargs.pop(key)
             flags.append(f"{flag}={shlex.join(value) if isinstance(value, list) else value}")
     for key, flag in (("privileged", "--privileged"), ("read_only", "--read-only"), ("tty", "--tty"),
-                      ("stdin_open", "--interactive")):  # fmt: skip
+                      ("stdin_open", "--interactive"), ("publish_all_ports", "--publish-all")):  # fmt: skip
         if kwargs.pop(key, False):
             flags.append(flag)
-    for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop"), ("security_opt", "--security-opt")):
+    for key, flag in (("cap_add", "--cap-add"), ("cap_drop", "--cap-drop"), ("security_opt", "--security-opt"),
+                      ("dns", "--dns"), ("dns_search", "--dns-search")):  # fmt: skip
         flags += [f"{flag}={value}" for value in kwargs.pop(key, None) or []]
     flags += [f"--label={k}={v}" for k, v in (kwargs.pop("labels", None) or {}).items()]
     flags += [f"--volume={v}" for v in _volumes(kwargs.pop("volumes", None))]
+    flags += [f"--publish={p}" for p in _ports(kwargs.pop("ports", None))]
+    flags += [f"--add-host={name}:{address}" for name, address in (kwargs.pop("extra_hosts", None) or {}).items()]
     flags += [f"--tmpfs={path}:{opts}" if opts else f"--tmpfs={path}"
               for path, opts in (kwargs.pop("tmpfs", None) or {}).items()]  # fmt: skip
     policy = kwargs.pop("restart_policy", None)
@@ -187,6 +191,20 @@ def _options(image: str, command, kwargs: dict, detach: bool):
         raise CapsaError(f"unsupported arguments: {', '.join(sorted(kwargs))}")
     args = build_parser().parse_args(["run", *flags, image, *_command(command)])
     return from_flags(args)
+
+
+def _ports(ports) -> list[str]:
+    """docker-py's ports: {"80/tcp": 8080 | ("127.0.0.1", 8080) | None | [several]} as -p specs."""
+    specs = []
+    for inside, outside in (ports or {}).items():
+        for binding in outside if isinstance(outside, list) else [outside]:
+            if binding is None:
+                specs.append(str(inside))
+            elif isinstance(binding, tuple):
+                specs.append(f"{binding[0]}:{binding[1] if len(binding) > 1 else ''}:{inside}")
+            else:
+                specs.append(f"{binding}:{inside}")
+    return specs
 
 
 def _volumes(volumes) -> list[str]:

@@ -25,3 +25,14 @@ def test_bad_keywords_are_refused():
         _options("busybox", None, {"bogus": 1}, detach=True)
     with pytest.raises(InvalidArgument):
         _options("busybox", None, {"mem_limit": "lots"}, detach=True)
+
+
+def test_network_keywords_as_docker_py_takes_them():
+    options = _options("busybox", None, {
+        "network": "appnet", "ports": {"80/tcp": 8080, "53/udp": ("127.0.0.1", 5353), "9000/tcp": None,
+                                       "443/tcp": [8443, ("127.0.0.1",)]},
+        "dns": ["10.0.0.53"], "extra_hosts": {"db": "10.1.2.3"}, "publish_all_ports": True}, detach=True)  # fmt: skip
+    assert options.network == "appnet" and options.publish_all
+    assert options.publish == ["8080:80/tcp", "127.0.0.1:5353:53/udp", "9000/tcp", "8443:443/tcp",
+                               "127.0.0.1::443/tcp"]  # fmt: skip
+    assert options.dns == ["10.0.0.53"] and options.add_host == ["db:10.1.2.3"]
