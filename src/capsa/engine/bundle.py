@@ -73,7 +73,10 @@ def network_files(engine, container, options: RunOptions) -> tuple[str, str | No
         with open(other_paths.in_bundle("hostname")) as f:
             hostname = f.read().strip()
         files = {f"/etc/{name}": other_paths.in_bundle(name) for name in ("hostname", "hosts", "resolv.conf")}
-        return hostname, other.config.get("netns_path"), files
+        netns_path = other.config.get("netns_path")
+        engine.containers.update(container.id, config={**container.config, "netns_path": netns_path})
+        container.config["netns_path"] = netns_path
+        return hostname, netns_path, files
     if mode == "host":
         hostname = options.hostname or socket.gethostname()
         with open("/etc/hosts") as f:
