@@ -19,11 +19,11 @@ each tool's private store without a registry:
 
 Rows (each one hyperfine invocation, --warmup 2, medians quoted):
 
-  run --rm      `capsa run --rm busybox true`, `podman run --rm --network none bench/busybox true`
-                (--cgroup-manager cgroupfs --events-backend file, runc), `docker run --rm
-                --network none busybox true`, `ctr run --rm IMAGE c$n true` (a counter file
-                gives each ctr container its own id)
-  20 x run -d   N (--parallel, default 20) `run -d busybox sleep 60` started at once from one
+  run --rm      `capsa run --rm --network none busybox true`, `podman run --rm --network none
+                bench/busybox true` (--cgroup-manager cgroupfs --events-backend file, runc),
+                `docker run --rm --network none busybox true`, `ctr run --rm IMAGE c$n true`
+                (a counter file gives each ctr container its own id; ctr makes no network)
+  20 x run -d   N (--parallel, default 20) `run -d --network none busybox sleep 60` started at once from one
                 shell, which waits for all of them (the wall time until every CLI has returned,
                 so every container is running); --prepare removes the previous run's containers
                 (capsa/podman/docker; ctr has no detached run that returns this way)
@@ -292,7 +292,7 @@ class Bench(harness.Bench):
 
     def run_rm(self, tool: str, smoke: bool = False) -> str:
         if tool == "capsa":
-            return f"{self.capsa_cmd()} run --rm busybox true"
+            return f"{self.capsa_cmd()} run --rm --network none busybox true"
         if tool == "podman":
             return f"{self.podman()} run --rm --network none --cgroup-parent {self.podman_cgroup} bench/busybox true"
         if tool == "docker":
@@ -306,7 +306,7 @@ class Bench(harness.Bench):
 
     def run_d(self, tool: str, args: str = "sleep 60") -> str:
         if tool == "capsa":
-            return f"{self.capsa_cmd()} run -d busybox {args}"
+            return f"{self.capsa_cmd()} run -d --network none busybox {args}"
         if tool == "podman":
             return f"{self.podman()} run -d --network none --cgroup-parent {self.podman_cgroup} bench/busybox {args}"
         if tool == "docker":
@@ -360,7 +360,7 @@ class Bench(harness.Bench):
             rc, out = self.sh(self.remove_all(tool))
             if rc:
                 log(f"bench: removing {tool}'s containers: {error_line(out)}")
-        self.notes.append(f"{row}: medians of {runs} runs, no warmup; {self.parallel} `run -d busybox sleep 60` "
+        self.notes.append(f"{row}: medians of {runs} runs, no warmup; {self.parallel} `run -d --network none busybox sleep 60` "
                           "started at once from one shell, timed until every one has returned; the previous "
                           "run's containers removed in --prepare")
 

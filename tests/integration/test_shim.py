@@ -231,6 +231,49 @@ def test_exit_code_logs_wait_and_shutdown(shims, bundle, peer):
     assert shim.runtime_ids() == []
 
 
+def _cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode().split("\0")[:-1]
+
+
+def _open_files(pid: int) -> dict[int, str]:
+    return {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+
+
+def test_capsa_runtime_runs_in_a_fork_of_the_shim(shims, bundle):
+    """The fast path: capsa's own runtime on the shim's interpreter is not
+    exec'd, so the created init (a fork of create) still has the shim's
+    command line; and it holds none of the shim's descriptors."""
+    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
+        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    bundle.args("sh", "-c", "ls /proc/self/fd")
+    shim = shims()
+    answer = shim.start("--start-on-attach")  # the init waits for the first attach
+    assert _cmdline(answer["pid"]) == _cmdline(answer["shim_pid"])  # not `capsa-runtime create`
+    shims_files = set(_open_files(answer["shim_pid"]).values())
+    inits_own = {fd: name for fd, name in _open_files(answer["pid"]).items() if fd > 2}
+    assert not shims_files & set(inits_own.values()), inits_own
+    client, _ = shim.connect({"op": "attach", "stdin": False})
+    output = frames_text(read_stream(client, lambda d: False))
+    client.close()
+    assert shim.request("wait") == {"exit_code": 0}
+    assert output == {1: b"0\n1\n2\n3\n"}  # ls's own directory is 3
+    assert shim.runtime_ids() == []  # start and delete ran too
+
+
+def test_another_runtime_is_run_as_a_program(shims, bundle):
+    if not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    bundle.args("true")
+    shim = shims(shutil.which("runc"))
+    answer = shim.start("--start-on-attach")
+    assert _cmdline(answer["pid"])[:2] == [shutil.which("runc"), "init"]  # runc re-exec'd itself
+    client, _ = shim.connect({"op": "attach", "stdin": False})
+    read_stream(client, lambda d: False)
+    client.close()
+    assert shim.request("wait") == {"exit_code": 0}
+
+
 def test_the_shim_is_detached_from_its_caller(shims, bundle):
     bundle.args("sleep", "1000")
     shim = shims()

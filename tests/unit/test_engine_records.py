@@ -145,3 +145,20 @@ def test_follow_continues_into_a_rotated_file(tmp_path):
     seen = [e["log"] for e in logs.follow(path, lambda: not done.is_set())]
     thread.join()
     assert seen == ["a\n", "b\n"]
+
+
+def test_a_made_up_name_taken_since_it_was_drawn_is_drawn_again(tmp_path, monkeypatch):
+    """20 `capsa run` at once draw from 1200 names: two may draw the same one."""
+    from capsa.engine.containers import Engine
+
+    engine = Engine(root=str(tmp_path / "root"), state=str(tmp_path / "state"))
+    engine.images.conn.execute("INSERT INTO images (id, manifest, manifest_type, platform, size, created, added) "
+                               "VALUES ('sha256:i', 'sha256:m', 't', 'linux/amd64', 0, '', 0)")  # fmt: skip
+    engine.containers.add(container("cool_einstein"))
+    drawn = iter(["cool_einstein", "bold_curie"])
+    monkeypatch.setattr(names, "generate", lambda taken: next(drawn))
+    added = engine._add(container("cool_einstein"), name_given=False)
+    assert added.name == "bold_curie" and engine.containers.lookup("bold_curie").id == added.id
+    with pytest.raises(AlreadyExists):
+        engine._add(container("cool_einstein"), name_given=True)
+    engine.close()

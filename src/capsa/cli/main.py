@@ -55,7 +55,9 @@ def known_command(command: str | None) -> bool:
 def build_parser(command: str | None = None) -> Parser:
     """The whole command line, or (COMMAND given) just what that command
     needs to parse its arguments."""
-    from capsa.cli import containers, images, inspecting, networks, run
+    import importlib
+
+    from capsa.cli import MODULES
 
     parser = Parser(prog="capsa", description="A daemonless container engine.")
     parser.add_argument("--root", default=None,
@@ -63,18 +65,24 @@ def build_parser(command: str | None = None) -> Parser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"capsa version {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    modules = list(MODULES)
     if command is not None:
         commands = _OnlyCommand(commands, command)
-    images.register(commands)
-    run.register(commands)
-    containers.register(commands)
-    inspecting.register(commands)
-    networks.register(commands)
+        modules = [name for name, names in MODULES.items() if command in names]
+    for name in modules:
+        importlib.import_module(f"capsa.cli.{name}").register(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run the command line ARGV; without ARGV, run sys.argv as the program
+    and end the process here (see end_process)."""
+    if argv is None:
+        try:
+            code = main(sys.argv[1:])
+        except SystemExit as stop:  # argparse's --help and errors, Docker's exit codes
+            code = stop.code
+        end_process(code)
     debug = "--debug" in argv
     try:
         command = command_of(argv)
@@ -99,6 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{err.strerror or err}" + (f": {err.filename}" if err.filename else ""))
     except KeyboardInterrupt:
         return 130
+
+
+def end_process(code) -> None:
+    """Exit now, without the interpreter's teardown: freeing every module and
+    object costs 30-40 ms here (as much as a container's create), and closing
+    the last SQLite connection checkpoints the WAL, which SQLite also does by
+    itself when it is due. Everything capsa writes is committed or closed by
+    now, but for stdout and stderr, flushed here. CODE as sys.exit takes it."""
+    if isinstance(code, str):
+        sys.stderr.write(code + "\n")
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a reader gone: nothing more to say
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def print_inspected(names: list[str], describe, what: str) -> int:

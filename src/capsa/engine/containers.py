@@ -19,7 +19,7 @@ from capsa.engine import names, runtimes, shim
 from capsa.engine.paths import Paths, default_state
 from capsa.engine.records import Container, Containers, new_id, now
 from capsa.engine.volumes import Volumes
-from capsa.errors import CapsaError, FailedPrecondition, NotFound
+from capsa.errors import AlreadyExists, CapsaError, FailedPrecondition, NotFound
 from capsa.images.store import Image, ImageStore
 from capsa.linux import mount as mounts
 
@@ -70,7 +70,7 @@ class Engine:
         container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
                               created=time.time(), state="created", runtime=runtime,
                               config=dataclasses.asdict(options))  # fmt: skip
-        self.containers.add(container)
+        container = self._add(container, name_given=bool(options.name))
         try:
             self.wiring.plan(container.id, options)
             document = bundle.prepare(self, container, image, options)
@@ -82,6 +82,20 @@ class Engine:
             self.containers.delete(container.id)
             raise
         return self.containers.get(container.id)
+
+    def _add(self, container: Container, name_given: bool) -> Container:
+        """Record CONTAINER. A made-up name that another `capsa run` took
+        since it was drawn (20 started at once draw from 1200) is drawn again."""
+        for _ in range(10):
+            try:
+                self.containers.add(container)
+                return container
+            except AlreadyExists:
+                if name_given:
+                    raise
+                container = dataclasses.replace(container, name=names.generate(self.containers.name_taken))
+        self.containers.add(container)
+        return container
 
     def _check_state_dir(self) -> None:
         """A shim's socket path must fit a unix socket address (108 bytes)."""

@@ -10,13 +10,11 @@ whose parsed form is a structure (-v, --mount, --tmpfs, --ulimit, --restart,
 again where they are used.
 """
 
-import csv
 import os
 import posixpath
 import re
 import signal
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 from capsa.errors import InvalidArgument, NotFound, Unsupported
 
@@ -149,6 +147,9 @@ def parse_memory_swap(text: str) -> int:
 
 def parse_cpus(text: str, host_cpus: int | None = None) -> tuple[int, int] | None:
     """--cpus "1.5" -> (quota 150000, period 100000) µs; "0" means no limit (None)."""
+    # With decimal, 3 ms to import: only for the flags that need it.
+    from fractions import Fraction
+
     try:
         cpus = Fraction(text)
     except (ValueError, ZeroDivisionError):
@@ -296,6 +297,8 @@ def parse_duration(text: str) -> float:
         return 0.0
     if not rest:
         raise InvalidArgument(f'time: invalid duration "{text}"')
+    from fractions import Fraction  # see parse_cpus
+
     total = Fraction(0)
     while rest:
         number = _NUMBER.match(rest)
@@ -465,6 +468,8 @@ def parse_volume(spec: str) -> Mount:
 def parse_mount(spec: str) -> Mount:
     """--mount "type=bind,source=/a,target=/b,readonly" (bind, volume, tmpfs);
     a bind's source must exist."""
+    import csv  # only --mount needs it
+
     fields = next(csv.reader([spec]), [])
     kind, source, target, readonly, nocopy = "volume", "", "", False, False
     groups, propagation, nonrecursive, size, mode = set(), None, False, None, None
@@ -644,6 +649,13 @@ def parse_tmpfs(spec: str) -> Mount:
 # -- argparse flags -> RunOptions
 
 
+def _rational(text: str) -> float:
+    """--cpus as a float ("1.5", "3/2"), as parse_cpus reads it."""
+    from fractions import Fraction  # see parse_cpus
+
+    return float(Fraction(text))
+
+
 def from_flags(args) -> RunOptions:
     """RunOptions from the `capsa run`/`create` flags (argparse names), every
     value checked now, so that a bad flag fails before anything is made."""
@@ -678,7 +690,7 @@ def from_flags(args) -> RunOptions:
         labels=dict(parse_label(label) for label in args.label),
         memory=parse_bytes(args.memory) if args.memory else None,
         memory_swap=parse_memory_swap(args.memory_swap) if args.memory_swap else None,
-        cpus=float(Fraction(args.cpus)) if args.cpus else None, cpu_shares=args.cpu_shares,
+        cpus=_rational(args.cpus) if args.cpus else None, cpu_shares=args.cpu_shares,
         cpuset_cpus=args.cpuset_cpus, pids_limit=args.pids_limit, ulimits=list(args.ulimit),
         stop_signal=args.stop_signal, stop_timeout=args.stop_timeout, init=args.init or None,
         restart=args.restart or DEFAULT_RESTART, **health,

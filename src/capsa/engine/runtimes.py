@@ -5,7 +5,6 @@ runc-compatible runtime works."""
 
 import os
 import shutil
-import tomllib
 
 from capsa.errors import InvalidArgument, NotFound
 
@@ -18,10 +17,14 @@ def configured() -> dict[str, str]:
     path = os.environ.get("CAPSA_TOML") or CONFIG
     try:
         with open(path, "rb") as f:
-            table = tomllib.load(f).get("runtimes", {})
+            data = f.read()
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as err:
+    import tomllib  # 10 ms to import: only when there is a file to read
+
+    try:
+        table = tomllib.loads(data.decode()).get("runtimes", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise InvalidArgument(f"failed to read {path}: {err}") from None
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
         raise InvalidArgument(f"failed to read {path}: [runtimes] must map names to paths")

@@ -17,7 +17,6 @@ architecture's) stay in the profile; the runtime skips them, as runc does.
 """
 
 import os
-import platform
 import re
 from dataclasses import dataclass
 
@@ -305,7 +304,7 @@ def _check_profile(profile) -> None:
 
 
 def _native(arch: str | None) -> str:
-    machine = arch or platform.machine()
+    machine = arch or os.uname().machine  # platform.machine(), without importing platform
     return _NATIVE.get(machine, machine)
 
 

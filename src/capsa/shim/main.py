@@ -23,7 +23,12 @@ from capsa.shim.options import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        # Run as the program: the engine waits for this exit, so skip the
+        # interpreter's teardown once the answer is out.
+        code = main(sys.argv[1:])
+        sys.stdout.flush()
+        os._exit(code)
     try:
         opts = parse_args(argv)
         if opts is None:
