@@ -12,7 +12,8 @@ each tool's private store without a registry:
   podman  `podman --root R --runroot RR --storage-driver overlay import rootfs.tar bench/busybox`
           (in a tmpfs over /var/lib/containers: containers/image's blob-info cache)
   docker  a private dockerd (--data-root, --exec-root, --host unix:///tmp/bench-docker-XXXX.sock,
-          --pidfile, --bridge none, --iptables=false, --ip-masq=false, --cgroup-parent of its own),
+          --pidfile, its default bridge docker0 (removed at the end if the run made it),
+          --iptables=false, --ip-masq=false, --cgroup-parent of its own),
           with the containerd it starts itself; `docker import rootfs.tar busybox:latest`
   ctr     a private containerd 1.6 (cri and the unused snapshotters disabled), namespace
           capsabench; `ctr images import` of the docker-archive that `capsa save` writes
@@ -23,6 +24,9 @@ Rows (each one hyperfine invocation, --warmup 2, medians quoted):
                 bench/busybox true` (--cgroup-manager cgroupfs --events-backend file, runc),
                 `docker run --rm --network none busybox true`, `ctr run --rm IMAGE c$n true`
                 (a counter file gives each ctr container its own id; ctr makes no network)
+  run --rm bridge  the same on each engine's default bridge network: `capsa run --rm busybox true`
+                (network capsa, CNI), `podman run --rm bench/busybox true` (network podman, netavark),
+                `docker run --rm busybox true` (docker0); ctr makes no network
   20 x run -d   N (--parallel, default 20) `run -d --network none busybox sleep 60` started at once from one
                 shell, which waits for all of them (the wall time until every CLI has returned,
                 so every container is running); --prepare removes the previous run's containers
@@ -247,6 +251,7 @@ class Bench(harness.Bench):
 
     def start_docker(self) -> None:
         self.docker_used = True
+        self.docker0_before = os.path.exists("/sys/class/net/docker0")
         root, execroot = os.path.join(self.workdir, "docker"), os.path.join(self.statedir, "docker")
         os.makedirs(root)
         os.makedirs(execroot)
@@ -257,7 +262,7 @@ class Bench(harness.Bench):
             "dockerd", ["dockerd", "--config-file", daemon_json, "--data-root", root,
                         "--exec-root", execroot, "--host", f"unix://{self.docker_sock}",
                         "--pidfile", os.path.join(self.statedir, "docker.pid"),
-                        "--bridge", "none", "--iptables=false", "--ip-masq=false",
+                        "--iptables=false", "--ip-masq=false",
                         "--cgroup-parent", self.docker_cgroup, "--storage-driver", "overlay2"],
             os.path.join(self.workdir, "dockerd.log"), env=self.env)
         self.wait_ready(self.dockerd, lambda: os.path.exists(self.docker_sock) and self.sh(
@@ -304,6 +309,15 @@ class Bench(harness.Bench):
             return f"read n < {c}; n=$((n+1)); echo $n > {c}; exec {self.ctr()} run --rm {CTR_IMAGE} c$n true"
         raise ValueError(tool)
 
+    def run_rm_bridge(self, tool: str) -> str:
+        if tool == "capsa":
+            return f"{self.capsa_cmd()} run --rm busybox true"
+        if tool == "podman":
+            return f"{self.podman()} run --rm --cgroup-parent {self.podman_cgroup} bench/busybox true"
+        if tool == "docker":
+            return f"{self.docker()} run --rm busybox true"
+        raise ValueError(tool)
+
     def run_d(self, tool: str, args: str = "sleep 60") -> str:
         if tool == "capsa":
             return f"{self.capsa_cmd()} run -d --network none busybox {args}"
@@ -337,6 +351,10 @@ class Bench(harness.Bench):
         for tool in tools:
             if tool not in self.failures:
                 self.results[("run --rm", tool)] = self.hyperfine(f"{tool} run --rm", self.run_rm(tool), warmup=2)
+        for tool in tools:
+            if tool not in self.failures and tool != "ctr":
+                self.results[("run --rm bridge", tool)] = self.hyperfine(
+                    f"{tool} run --rm bridge", self.run_rm_bridge(tool), warmup=2)
 
     def time_parallel(self, tools: list[str]) -> None:
         row = f"{self.parallel} x run -d"
@@ -513,13 +531,15 @@ class Bench(harness.Bench):
                         log(f"bench: cannot remove {path}: {e.strerror}")
         if os.path.exists(self.docker_sock):
             os.unlink(self.docker_sock)
+        if self.docker_used and not self.docker0_before and os.path.exists("/sys/class/net/docker0"):
+            run(["ip", "link", "delete", "docker0"])
 
 
 # -- output
 
 
 def tables(bench: Bench, tools: list[str]) -> list[Table]:
-    rows = harness.timing_rows(bench, ["run --rm", f"{bench.parallel} x run -d"], tools, LABELS)
+    rows = harness.timing_rows(bench, ["run --rm", "run --rm bridge", f"{bench.parallel} x run -d"], tools, LABELS)
     mem = [["monitor (per running container)", "n", "RSS MiB", "PSS MiB"]]
     for tool in tools:
         m = bench.memory.get(tool)

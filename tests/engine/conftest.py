@@ -52,6 +52,7 @@ class Capsa:
         ids = self("ps", "-aq", "--no-trunc", check=False).stdout.split()
         if ids:
             self("rm", "-f", "-v", *ids, check=False)
+        self("network", "prune", "-f", check=False)  # bridges and their rules stay until then
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,14 @@ def test_published_port_answers_on_the_hosts_loopback(capsa):
     assert info["NetworkSettings"]["Networks"]["capsa"]["Gateway"].endswith(".1")
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": str(port)}]}
     assert "No public port '81/tcp'" in capsa.fails("port", "web", "81")
+    # rm takes the container's veth and port rules; the network's bridge stays until the network goes
+    capsa("rm", "-f", "web")
+    assert str(port) not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert not [link for link in os.listdir("/sys/class/net") if link.startswith("veth")]
+    bridge = json.loads(capsa("network", "inspect", "capsa").stdout)[0]["Options"]["com.docker.network.bridge.name"]
+    assert bridge in os.listdir("/sys/class/net")
+    capsa("network", "rm", "capsa")
+    assert bridge not in os.listdir("/sys/class/net")
 
 
 def test_a_port_without_host_port_gets_a_free_one_and_P_publishes_exposed_ports(capsa):
@@ -201,16 +209,17 @@ def test_network_commands_and_their_errors(capsa, networks):
         assert capsa("ps", "-aq").stdout == ""
         capsa("run", "-d", "--name", "user", "--network", "made", "busybox", "sleep", "60")
         assert "active endpoints" in capsa.fails("network", "rm", "made")
-        assert "pre-defined" in capsa.fails("network", "rm", "capsa")
+        capsa("run", "-d", "--name", "plain", "busybox", "sleep", "60")
+        assert "active endpoints" in capsa.fails("network", "rm", "capsa")
         info = json.loads(capsa("network", "inspect", "made").stdout)[0]
         assert [c["Name"] for c in info["Containers"].values()] == ["user"]
         assert info["Containers"][next(iter(info["Containers"]))]["IPv4Address"] == "10.89.210.1/24"
     finally:
-        capsa.remove_all()
+        capsa("rm", "-f", "user", "plain", check=False)
     assert capsa("network", "rm", "made").stdout == "made\n"
     assert "no such network: made" in capsa.fails("network", "inspect", "made")
     capsa("network", "create", "spare")
-    assert capsa("network", "prune", "-f").stdout == "Deleted Networks:\nspare\n"
+    assert capsa("network", "prune", "-f").stdout == "Deleted Networks:\ncapsa\nspare\n"
 
 
 def test_connect_and_disconnect_a_running_container(capsa, networks):
@@ -256,5 +265,5 @@ def test_what_a_crash_left_is_cleaned_by_the_next_prune(capsa):
     shutil.rmtree(f"{capsa.root}/containers/{container_id}")
     shutil.rmtree(f"{capsa.state}/containers/{container_id}")
     assert os.listdir(f"{capsa.state}/netns") == [container_id]
-    assert "Deleted Networks" not in capsa("system", "prune", "-f").stdout  # the default one stays
+    assert "Deleted Networks:\ncapsa\n" in capsa("system", "prune", "-f").stdout
     assert os.listdir(f"{capsa.state}/netns") == []

@@ -9,8 +9,10 @@ For its own namespace the engine binds one at <state>/netns/<id> (kept
 across restarts of the container), with loopback up, and runs CNI ADD for
 each network the container is on; the first interface gets the published
 ports. rm runs DEL from the CNI cache (so a half-made attachment after a
-crash is undone too), removes the namespace, and when a network's last
-container leaves, its bridge, leases and iptables rules.
+crash is undone too) and removes the namespace. A network's bridge and
+iptables rules are made with its first container and stay until the
+network is removed (`network rm`, `network prune`), so that each `run`
+does not pay for making and deleting a bridge.
 
 One host-wide lock orders these changes: they touch shared iptables chains.
 """
@@ -124,7 +126,7 @@ class Wiring:
         stale = self.cache.read(network.id, container.id, endpoint.ifname)
         if stale:  # attached before the namespace was lost (a reboot): give its lease back first
             self._run_del(network.id, *stale)
-        if self._idle(network):
+        if not os.path.exists(f"/sys/class/net/{network.bridge}"):  # its first container since made
             firewall.activate(network.bridge, network.subnet, network.internal)
         self.cache.write(network.id, config, attachment, None)
         try:
@@ -187,9 +189,6 @@ class Wiring:
         if cached is None:
             return False
         self._run_del(network_id, *cached)
-        network = self.networks.get(network_id)
-        if network is not None:
-            self._retire_if_idle(network)
         return True
 
     def _run_del(self, network_id: str, config: dict, attachment: cni.Attachment, result) -> None:
@@ -207,7 +206,8 @@ class Wiring:
         return not any(name.startswith(network.id + "-") for name in _listdir(self.cache.directory))
 
     def _retire_if_idle(self, network: Network) -> None:
-        """The last container left NETWORK: its bridge, leases and rules go."""
+        """NETWORK is being removed, or failed to take its first container:
+        unless a container is on it, its bridge, leases and rules go."""
         if not self._idle(network):
             return
         if os.path.exists(f"/sys/class/net/{network.bridge}"):
@@ -295,11 +295,12 @@ class Wiring:
                 "Networks": networks}  # fmt: skip
 
     def prune(self) -> list[str]:
-        """Remove every network no container uses (not the default one)."""
+        """Remove every network no container uses; the default one too (it
+        is made again on first use), so the host is as before capsa."""
         self.recover()
         removed = []
         for network in self.networks.all():
-            if not network.is_default and not self.networks.endpoints_on(network.id):
+            if not self.networks.endpoints_on(network.id):
                 self.remove_network(network)
                 removed.append(network.name)
         return removed
@@ -341,8 +342,8 @@ class Wiring:
     # -- crash recovery
 
     def recover(self) -> None:
-        """Undo what no container owns any more: cached attachments and
-        namespaces of containers that are gone, idle bridges."""
+        """Undo what no container owns any more: cached attachments,
+        namespaces and endpoints of containers that are gone."""
         known = {c.id for c in self.engine.containers.all()}
         with locked():
             for name in _listdir(self.cache.directory):
@@ -357,7 +358,6 @@ class Wiring:
                 for endpoint in self.networks.endpoints_on(network.id):
                     if endpoint.container not in known:
                         self.networks.delete_endpoint(endpoint)
-                self._retire_if_idle(network)
 
 
 def _listdir(path: str) -> list[str]:

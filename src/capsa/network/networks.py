@@ -3,8 +3,8 @@ each network is run with.
 
 A network is a Linux bridge with its own IPv4 subnet. The default one,
 `capsa` (bridge capsa0), is made on first use; `bridge` names it, as
-Docker's default network is called. The bridge itself, its iptables rules
-and the address leases exist only while a container is attached
+Docker's default network is called. The bridge itself and its iptables
+rules exist from the network's first container until it is removed
 (firewall.py, endpoints.py).
 """
 
@@ -162,10 +162,8 @@ class Networks:
         return f"{BRIDGE_PREFIX}-{network_id[:9]}"  # 15 bytes: the longest interface name
 
     def remove(self, network: Network) -> None:
-        """Forget NETWORK; refused while containers are on it, and for the
-        default network."""
-        if network.is_default:
-            raise FailedPrecondition(f"{network.name} is a pre-defined network and cannot be removed")
+        """Forget NETWORK; refused while containers are on it. The default
+        network may go too (unlike Docker's): it is made again on first use."""
         users = self.endpoints_on(network.id)
         if users:
             raise FailedPrecondition(f"error while removing network: network {network.name} id {network.id} "
