@@ -106,6 +106,12 @@ def run_detached(argv: list[str], env: dict | None = None, timeout: float = 120)
         return rc, out.read()
 
 
+def iptables_chains() -> set[tuple[str, str]]:
+    from capsa.network import firewall
+
+    return {(table, chain) for table, chains in firewall.Tables.read().chains.items() for chain in chains}
+
+
 def read_proc(pid: int, name: str) -> str:
     try:
         with open(f"/proc/{pid}/{name}", "rb") as f:
@@ -148,6 +154,7 @@ class Bench(harness.Bench):
         self.docker_cgroup = f"/{self.tag}-docker"
         self.docker_sock = f"/tmp/bench-docker-{self.tag[-8:]}.sock"
         self.docker_used = False
+        self.chains_before = iptables_chains()  # netavark's, which podman leaves, are removed at the end
         self.containerd_sock = os.path.join(statedir, "containerd.sock")
         self.containerd_used = False
         # CAPSA_STATE is statedir itself: shim socket paths hold a 64-hex id and must fit in 108 bytes.
@@ -503,6 +510,9 @@ class Bench(harness.Bench):
             rc, out = self.sh(self.remove_all("capsa"), timeout=120)
             if rc:
                 log(f"bench: capsa rm: {error_line(out)}")
+            rc, out = self.sh(f"{self.capsa_cmd()} network prune -f", timeout=60)  # the bridge and its rules
+            if rc:
+                log(f"bench: capsa network prune: {error_line(out)}")
         if os.path.exists(self.env["CONTAINERS_CONF"]):
             for cmd in (self.remove_all("podman"), f"{self.podman()} rmi --all --force"):
                 rc, out = self.sh(cmd, timeout=120)
@@ -533,6 +543,20 @@ class Bench(harness.Bench):
             os.unlink(self.docker_sock)
         if self.docker_used and not self.docker0_before and os.path.exists("/sys/class/net/docker0"):
             run(["ip", "link", "delete", "docker0"])
+        self.remove_netavark_chains()
+
+    def remove_netavark_chains(self) -> None:
+        """podman's netavark keeps its shared chains after its last container;
+        the ones this run made go, as capsa's own go with `network prune`."""
+        from capsa.network import firewall
+
+        tables = firewall.Tables.read()
+        batch = {}
+        for table, chains in tables.chains.items():
+            made = [c for c in chains if c.startswith("NETAVARK") and (table, c) not in self.chains_before]
+            if made:
+                batch[table] = firewall.drop_chains(tables, table, made)
+        firewall.restore(batch)
 
 
 # -- output

@@ -99,17 +99,17 @@ def deactivate(bridge: str, subnet: str, internal: bool) -> None:
                 tables.rules[table].remove(rule)
     if STAGE_1 in tables.chains.get("filter", set()) and not tables.chain_rules("filter", STAGE_1) \
             and not tables.chain_rules("filter", STAGE_2):  # fmt: skip
-        batch["filter"] += _drop_chains(tables, "filter", [STAGE_1, STAGE_2])
+        batch["filter"] += drop_chains(tables, "filter", [STAGE_1, STAGE_2])
     for table, chains in PLUGIN_CHAINS.items():
         present = tables.chains.get(table, set())
         idle = all(chain in present and all(_target(r) in owned for r in tables.chain_rules(table, chain))
                    for chain, owned in chains.items())  # fmt: skip
         if idle:
-            batch[table] += _drop_chains(tables, table, list(chains))
+            batch[table] += drop_chains(tables, table, list(chains))
     restore(batch)
 
 
-def _drop_chains(tables: Tables, table: str, chains: list[str]) -> list[str]:
+def drop_chains(tables: Tables, table: str, chains: list[str]) -> list[str]:
     """Delete every rule jumping to CHAINS from elsewhere, then the chains."""
     lines = ["-D" + r[2:] for r in tables.rules.get(table, []) if _target(r) in chains and r.split()[1] not in chains]
     lines += [f"-F {chain}" for chain in chains if chain in tables.chains.get(table, set())]
