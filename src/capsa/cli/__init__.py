@@ -9,5 +9,6 @@ MODULES = {
                    "unpause", "rename", "version", "volume"),
     "inspecting": ("top", "stats", "cp", "system"),
     "networks": ("network", "port"),
+    "tour": ("tour",),
 }  # fmt: skip
 COMMANDS = frozenset(command for commands in MODULES.values() for command in commands)
