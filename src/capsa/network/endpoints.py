@@ -35,8 +35,8 @@ def mode_of(config: dict) -> str:
     return config.get("network") or "bridge"
 
 
-def own_namespace(config: dict) -> bool:
-    mode = mode_of(config)
+def own_namespace(mode: str) -> bool:
+    """Whether the network MODE gives the container a namespace of its own."""
     return mode != "host" and not mode.startswith("container:")
 
 
@@ -69,23 +69,23 @@ class Wiring:
     def plan(self, container_id: str, options) -> None:
         """Record the endpoints OPTIONS ask for (checked by resolve_mode)."""
         mode = options.network or "bridge"
-        if own_namespace({"network": mode}) and mode != "none":
+        if own_namespace(mode) and mode != "none":
             self.networks.add_endpoint(container_id, self.networks.lookup(mode), options.network_aliases)
 
     def resolve_mode(self, options) -> None:
         """Check --network and what may go with it before anything is made."""
-        mode = options.network or "bridge"
+        mode = options.network = options.network or "bridge"
         if mode.startswith("container:"):
             other = self.engine.containers.lookup(mode.split(":", 1)[1])
             options.network = f"container:{other.id}"
         elif mode not in ("none", "host"):
             self.networks.lookup(mode)
-        if not own_namespace({"network": options.network or "bridge"}):
+        if not own_namespace(options.network):
             if options.publish or options.publish_all:
                 raise FailedPrecondition("conflicting options: port publishing and the container type network mode")
             if options.network_aliases:
                 raise FailedPrecondition("network-scoped aliases are only supported for user-defined networks")
-        if mode_of({"network": options.network}).startswith("container:") and (options.dns or options.add_host):
+        if options.network.startswith("container:") and (options.dns or options.add_host):
             raise FailedPrecondition("conflicting options: dns and the network mode")
 
     # -- at start
@@ -228,7 +228,7 @@ class Wiring:
 
     def join(self, container, network: Network, aliases=()) -> None:
         """`network connect`: on NETWORK now if CONTAINER runs, else from its next start."""
-        if not own_namespace(container.config) or mode_of(container.config) == "none":
+        if not own_namespace(mode_of(container.config)) or mode_of(container.config) == "none":
             raise FailedPrecondition(f"container {container.name} is not on a bridge network: "
                                      f"its network mode is {mode_of(container.config)}")  # fmt: skip
         endpoint = self.networks.add_endpoint(container.id, network, aliases)
@@ -313,7 +313,7 @@ class Wiring:
 
     def _rewrite_hosts(self, container_id: str, also_peers: bool = True) -> None:
         container = self.engine.containers.get(container_id)
-        if container is None or not own_namespace(container.config):
+        if container is None or not own_namespace(mode_of(container.config)):
             return
         endpoints = self.networks.endpoints_of(container_id)
         own = next((e.address().split("/")[0] for e in endpoints if e.address()), "")
