@@ -113,6 +113,21 @@ class Connection(sqlite3.Connection):
         self.lock = threading.RLock()
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def find(conn: sqlite3.Connection, table: str, text: str, name: str | None = None) -> list[sqlite3.Row]:
+    """Docker's lookup of an object by full id, NAME (default TEXT) or id
+    prefix: the one row with that id or name, else every row whose 64-hex
+    id starts with TEXT (more than one: ambiguous, for the caller to say)."""
+    row = conn.execute(f"SELECT * FROM {table} WHERE id = ? OR name = ?", (text, name or text)).fetchone()
+    if row is not None:
+        return [row]
+    if not text or not _HEX.issuperset(text):
+        return []
+    return conn.execute(f"SELECT * FROM {table} WHERE id >= ? AND id < ?", (text, text + "g")).fetchall()
+
+
 def connect(root: str) -> Connection:
     """Open (creating if needed) ROOT/capsa.db."""
     os.makedirs(root, mode=0o700, exist_ok=True)

@@ -84,17 +84,11 @@ def _cgroup_parents() -> list[str]:
 
 
 def _kill_shims_of(state: str) -> None:
-    """SIGKILL the shims this session started: their command line names its
-    state directory."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(b"capsa-shim" in arg or b"capsa.shim" in arg for arg in argv[:3]) and \
-                any(arg.startswith(state.encode() + b"/") for arg in argv):  # fmt: skip
-            os.kill(int(pid), 9)
+    """SIGKILL the shims this session started."""
+    from capsa.engine.shim import pids_under
+
+    for pid in pids_under(state):
+        os.kill(pid, 9)
 
 
 def _unmount_under(base: str) -> None:

@@ -12,12 +12,9 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from capsa.db import Transaction
+from capsa.db import Transaction, find
 from capsa.errors import AlreadyExists, InvalidArgument, NotFound
 from capsa.engine import names
-
-_HEX = frozenset("0123456789abcdef")
-
 
 @dataclass
 class Container:
@@ -70,17 +67,12 @@ class Containers:
 
     def lookup(self, text: str) -> Container:
         """By full id, name, or unique id prefix, as Docker resolves them."""
-        row = self.conn.execute("SELECT * FROM containers WHERE id = ? OR name = ?",
-                                (text, text.lstrip("/"))).fetchone()  # fmt: skip
-        if row is None and text and _HEX.issuperset(text):
-            rows = self.conn.execute("SELECT * FROM containers WHERE id >= ? AND id < ?",
-                                     (text, text + "g")).fetchall()  # fmt: skip
-            if len(rows) > 1:
-                raise InvalidArgument(f"multiple IDs found with provided prefix: {text}")
-            row = rows[0] if rows else None
-        if row is None:
+        rows = find(self.conn, "containers", text, name=text.lstrip("/"))
+        if len(rows) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {text}")
+        if not rows:
             raise NotFound(f"No such container: {text}")
-        return self._load(row)
+        return self._load(rows[0])
 
     def name_taken(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone() is not None

@@ -3,6 +3,7 @@ it over its socket (one JSON request line per connection, JSON replies;
 `attach` turns the connection into the container's byte stream)."""
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -81,3 +82,19 @@ def _read_line(conn: socket.socket) -> dict:
 
 class ShimGone(CapsaError):
     """No shim answers for the container (it was killed, or never ran)."""
+
+
+def pids_under(state: str) -> list[int]:
+    """The shims whose state directory lies under STATE (their command line
+    names it): what is left of a store whose containers could not all be removed."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(b"capsa-shim" in arg or b"capsa.shim" in arg for arg in argv[:3]) and \
+                any(arg.startswith(state.encode() + b"/") for arg in argv):  # fmt: skip
+            found.append(int(pid))
+    return found

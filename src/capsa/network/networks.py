@@ -15,7 +15,7 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 
-from capsa.db import Transaction
+from capsa.db import Transaction, find
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 DEFAULT = "capsa"
@@ -26,7 +26,6 @@ MODES = ("none", "host", "bridge")
 POOL = ipaddress.ip_network("10.89.0.0/16")
 POOL_PREFIX = 24
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass
@@ -112,16 +111,12 @@ class Networks:
         network, made now if this is its first use."""
         if text in (DEFAULT, "bridge"):
             return self.default()
-        row = self.conn.execute("SELECT * FROM networks WHERE id = ? OR name = ?", (text, text)).fetchone()
-        if row is None and text and _HEX.issuperset(text):
-            rows = self.conn.execute("SELECT * FROM networks WHERE id >= ? AND id < ?",
-                                     (text, text + "g")).fetchall()  # fmt: skip
-            if len(rows) > 1:
-                raise InvalidArgument(f"network {text} is ambiguous ({len(rows)} matches found based on ID prefix)")
-            row = rows[0] if rows else None
-        if row is None:
+        rows = find(self.conn, "networks", text)
+        if len(rows) > 1:
+            raise InvalidArgument(f"network {text} is ambiguous ({len(rows)} matches found based on ID prefix)")
+        if not rows:
             raise NotFound(f"network {text} not found")
-        return self._load(row)
+        return self._load(rows[0])
 
     def default(self) -> Network:
         row = self.conn.execute("SELECT * FROM networks WHERE name = ?", (DEFAULT,)).fetchone()

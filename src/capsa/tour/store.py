@@ -120,17 +120,11 @@ def cgroup_parents() -> list[str]:
 
 
 def _kill_shims_of(state: str) -> None:
-    """SIGKILL this store's shims that outlived `rm -f` (their command line
-    names the state directory); nothing else is touched."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    """SIGKILL this store's shims that outlived `rm -f`; nothing else is touched."""
+    from capsa.engine.shim import pids_under
+
+    for pid in pids_under(state):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if any(b"capsa-shim" in arg or b"capsa.shim" in arg for arg in argv[:3]) and \
-                any(arg.startswith(state.encode() + b"/") for arg in argv):  # fmt: skip
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
