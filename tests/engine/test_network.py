@@ -85,7 +85,7 @@ def test_published_port_answers_on_the_hosts_loopback(capsa):
     assert "No public port '81/tcp'" in capsa.fails("port", "web", "81")
     # rm takes the container's veth and port rules; the network's bridge stays until the network goes
     capsa("rm", "-f", "web")
-    assert str(port) not in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    assert str(port) not in subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     assert not [link for link in os.listdir("/sys/class/net") if link.startswith("veth")]
     bridge = json.loads(capsa("network", "inspect", "capsa").stdout)[0]["Options"]["com.docker.network.bridge.name"]
     assert bridge in os.listdir("/sys/class/net")
@@ -173,7 +173,7 @@ def test_network_container_shares_the_namespace(capsa):
 def test_host_network_sees_the_hosts_interfaces(capsa):
     out = sh(capsa, "--network", "host", "ls /sys/class/net; hostname").stdout.split()
     assert set(out[:-1]) == set(subprocess.run(["ls", "/sys/class/net"], capture_output=True,
-                                               text=True).stdout.split())  # fmt: skip
+                                               text=True, check=True).stdout.split())  # fmt: skip
     assert out[-1] == socket.gethostname()
 
 

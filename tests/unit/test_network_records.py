@@ -11,7 +11,7 @@ from capsa.network.networks import Networks, conflist
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.setattr(networks, "host_routes", lambda: [])
+    monkeypatch.setattr(networks, "host_routes", list)
     conn = db.connect(str(tmp_path))
     conn.execute("INSERT INTO images VALUES ('img', 'm', 't', 'linux/amd64', NULL, 0, '', 0)")
     for cid in ("c1", "c2"):

@@ -13,7 +13,6 @@ import struct
 from capsa.linux import mount as mounts
 from capsa.linux import ns
 
-
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -33,7 +32,7 @@ def create(path: str) -> None:
             interface_up("lo")
             mounts.mount("/proc/self/ns/net", path, None, mounts.MS_BIND)
             os._exit(0)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a forked child reports by its exit status only
             os._exit(1)
     _, status = os.waitpid(child, 0)
     if os.waitstatus_to_exitcode(status) != 0:

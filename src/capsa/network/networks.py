@@ -259,6 +259,6 @@ def host_routes() -> list:
         if mask:
             # /proc/net/route writes the addresses in host (little-endian) byte order
             addr = ipaddress.IPv4Address(destination.to_bytes(4, "little"))
-            prefix = bin(mask).count("1")
+            prefix = mask.bit_count()
             routes.append(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
     return routes
