@@ -267,3 +267,21 @@ def test_what_a_crash_left_is_cleaned_by_the_next_prune(capsa):
     assert os.listdir(f"{capsa.state}/netns") == [container_id]
     assert "Deleted Networks:\ncapsa\n" in capsa("system", "prune", "-f").stdout
     assert os.listdir(f"{capsa.state}/netns") == []
+
+
+def test_start_after_stop_checks_the_attachment_and_mends_a_broken_one(capsa):
+    capsa("run", "-d", "--name", "box", "-t", "busybox", "sh")
+    info = json.loads(capsa("inspect", "box").stdout)[0]
+    address = info["NetworkSettings"]["IPAddress"]
+    capsa("stop", "-t", "0", "box")
+    capsa("start", "box")  # CNI CHECK passes: the same attachment
+    assert json.loads(capsa("inspect", "box").stdout)[0]["NetworkSettings"]["IPAddress"] == address
+    capsa("stop", "-t", "0", "box")
+    # break it while stopped: the host end of its veth pair goes (and the container's end with it)
+    veths = {link for link in os.listdir("/sys/class/net") if link.startswith("veth")}
+    assert len(veths) == 1
+    subprocess.run(["ip", "link", "delete", veths.pop()], check=True)
+    capsa("start", "box")  # CHECK fails: DEL what is left, ADD again
+    gateway = json.loads(capsa("inspect", "box").stdout)[0]["NetworkSettings"]["Gateway"]
+    out = capsa("exec", "box", "ping", "-c", "1", "-W", "2", gateway).stdout
+    assert "1 packets received" in out

@@ -76,6 +76,15 @@ def test_del_runs_in_reverse_with_the_result_and_tries_every_plugin(plugins):
     assert plugins.given("DEL", "first")["prevResult"] == {"ips": []}
 
 
+def test_check_runs_in_order_with_the_result(plugins):
+    plugins("first")
+    plugins("second", "echo '{\"code\": 3, \"msg\": \"veth gone\"}'; exit 1")
+    with pytest.raises(cni.PluginError, match=r"second failed \(CHECK\): veth gone"):
+        cni.check(conflist("first", "second"), cni.Attachment("c1", "/ns", "eth0"), {"ips": [1]})
+    assert plugins.calls() == ["CHECK first c1 /ns eth0", "CHECK second c1 /ns eth0"]
+    assert plugins.given("CHECK", "first")["prevResult"] == {"ips": [1]}
+
+
 def test_a_missing_plugin_names_the_package():
     with pytest.raises(cni.PluginError, match="containernetworking-plugins"):
         cni.find_plugin("no-such-plugin")

@@ -109,7 +109,7 @@ class Wiring:
                 netns.create(path)
             try:
                 for endpoint in self.networks.endpoints_of(container.id):
-                    if endpoint.result is None or fresh:
+                    if endpoint.result is None or fresh or not self._still_attached(container.id, endpoint):
                         self._attach(container, endpoint, path)
             except BaseException:
                 self._disconnect_locked(container)
@@ -139,6 +139,21 @@ class Wiring:
             firewall.activate(network.bridge, network.subnet, network.internal)
         self.cache.write(network.id, config, attachment, result)
         self.networks.set_result(endpoint, result)
+
+    def _still_attached(self, container_id: str, endpoint: Endpoint) -> bool:
+        """CNI CHECK of an attachment kept from an earlier start (`capsa start`
+        after a stop): False, after undoing what is left of it, if it broke."""
+        cached = self.cache.read(endpoint.network, container_id, endpoint.ifname)
+        if cached is None:
+            return False
+        config, attachment, result = cached
+        try:
+            cni.check(config, attachment, result)
+            return True
+        except cni.PluginError:
+            self._run_del(endpoint.network, config, attachment, result)
+            self.networks.set_result(endpoint, None)
+            return False
 
     def _allocate_ports(self, container) -> list[ports.Mapping]:
         wanted = [m for spec in container.config.get("publish") or [] for m in ports.parse_publish(spec)]
