@@ -302,37 +302,29 @@ class Bench(harness.Bench):
 
     # the commands
 
-    def run_rm(self, tool: str, smoke: bool = False) -> str:
+    def engine_run(self, tool: str, flags: str, args: str) -> str:
+        """`run FLAGS IMAGE ARGS` for capsa, podman or docker (podman in its own cgroup parent)."""
         if tool == "capsa":
-            return f"{self.capsa_cmd()} run --rm --network none busybox true"
+            return f"{self.capsa_cmd()} run {flags} busybox {args}"
         if tool == "podman":
-            return f"{self.podman()} run --rm --network none --cgroup-parent {self.podman_cgroup} bench/busybox true"
+            return f"{self.podman()} run {flags} --cgroup-parent {self.podman_cgroup} bench/busybox {args}"
         if tool == "docker":
-            return f"{self.docker()} run --rm --network none busybox true"
-        if tool == "ctr":
-            if smoke:
-                return f"{self.ctr()} run --rm {CTR_IMAGE} smoke true"
-            c = shlex.quote(self.counter)
-            return f"read n < {c}; n=$((n+1)); echo $n > {c}; exec {self.ctr()} run --rm {CTR_IMAGE} c$n true"
+            return f"{self.docker()} run {flags} busybox {args}"
         raise ValueError(tool)
+
+    def run_rm(self, tool: str, smoke: bool = False) -> str:
+        if tool != "ctr":
+            return self.engine_run(tool, "--rm --network none", "true")
+        if smoke:
+            return f"{self.ctr()} run --rm {CTR_IMAGE} smoke true"
+        c = shlex.quote(self.counter)
+        return f"read n < {c}; n=$((n+1)); echo $n > {c}; exec {self.ctr()} run --rm {CTR_IMAGE} c$n true"
 
     def run_rm_bridge(self, tool: str) -> str:
-        if tool == "capsa":
-            return f"{self.capsa_cmd()} run --rm busybox true"
-        if tool == "podman":
-            return f"{self.podman()} run --rm --cgroup-parent {self.podman_cgroup} bench/busybox true"
-        if tool == "docker":
-            return f"{self.docker()} run --rm busybox true"
-        raise ValueError(tool)
+        return self.engine_run(tool, "--rm", "true")  # each engine's default network
 
     def run_d(self, tool: str, args: str = "sleep 60") -> str:
-        if tool == "capsa":
-            return f"{self.capsa_cmd()} run -d --network none busybox {args}"
-        if tool == "podman":
-            return f"{self.podman()} run -d --network none --cgroup-parent {self.podman_cgroup} bench/busybox {args}"
-        if tool == "docker":
-            return f"{self.docker()} run -d --network none busybox {args}"
-        raise ValueError(tool)
+        return self.engine_run(tool, "-d --network none", args)
 
     def remove_all(self, tool: str) -> str:
         """The shell command that removes every container TOOL has here (running or not)."""
