@@ -8,28 +8,16 @@ also carries a Docker `manifest.json` pointing at the same blobs, the way
 dockerd 20.10 (which predates loading OCI layouts) reads manifest.json.
 """
 
-import importlib.machinery
-import importlib.util
 import io
 import json
 import os
 import subprocess
 import tarfile
 
-from runtimes import ROOT
+from capsa.tour import rootfs
 
 IMAGE = "localhost/busybox:interop"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _busybox_bundle_module():
-    """scripts/busybox-bundle, imported for its build_rootfs()."""
-    path = os.path.join(ROOT, "scripts", "busybox-bundle")
-    loader = importlib.machinery.SourceFileLoader("busybox_bundle", path)
-    spec = importlib.util.spec_from_loader("busybox_bundle", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def _umoci(*args: str) -> None:
@@ -45,7 +33,7 @@ def build_layout(workdir: str) -> str:
     _umoci("init", "--layout", layout)
     _umoci("new", "--image", f"{layout}:busybox")
     _umoci("unpack", "--image", f"{layout}:busybox", unpacked)
-    _busybox_bundle_module().build_rootfs(os.path.join(unpacked, "rootfs"))
+    rootfs.build(os.path.join(unpacked, "rootfs"))
     _umoci("repack", "--image", f"{layout}:busybox", unpacked)
     _umoci("config", "--image", f"{layout}:busybox", "--config.cmd", "sh",
            "--config.env", PATH_ENV, "--config.workingdir", "/")  # fmt: skip

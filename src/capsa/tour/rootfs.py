@@ -1,6 +1,6 @@
-"""A busybox root filesystem for the tour's jails and containers, built the
-way scripts/busybox-bundle builds one: Debian's static busybox copied in,
-a symlink per applet, a minimal /etc.
+"""A busybox root filesystem for the tour's jails and containers (and for
+scripts/busybox-bundle, the tests' and benchmarks' image): Debian's static
+busybox copied in, a symlink per applet, a minimal /etc.
 
 And the tour's prerequisites, each named by the Debian package that
 provides it.
