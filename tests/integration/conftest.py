@@ -87,8 +87,10 @@ class Runtime:
         return json.loads(self("state", container_id).stdout)
 
     def ids(self) -> list[str]:
+        """The containers: the directories in the root (beside them, the
+        runtime keeps its compiled seccomp filters as files)."""
         try:
-            return sorted(os.listdir(self.root))
+            return sorted(e for e in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, e)))
         except FileNotFoundError:
             return []
 

@@ -56,8 +56,9 @@ def errno_of(func, *args) -> int:
     return 0
 
 
-def run_in_child(profile: dict, body, *, nnp: bool = True, parent=None, prepare=None):
-    """Fork; the child sets no_new_privs, loads profile, runs body(fd) and reports.
+def run_in_child(profile: dict, body, *, nnp: bool = True, parent=None, prepare=None,
+                 load=seccomp.load):  # fmt: skip
+    """Fork; the child sets no_new_privs, loads profile (with LOAD), runs body(fd) and reports.
 
     Returns (wait status, the JSON-decoded report or None if the child died).
     parent(sock) runs in the test process meanwhile, with the other end of a
@@ -75,7 +76,7 @@ def run_in_child(profile: dict, body, *, nnp: bool = True, parent=None, prepare=
                 _prctl_no_new_privs()
             if prepare is not None:
                 prepare()
-            fd = seccomp.load(profile)
+            fd = load(profile)
             report = {"ok": body(fd, theirs)}
         except BaseException as err:  # noqa: BLE001 - reported to the parent
             report = {"error": f"{type(err).__name__}: {err}"}
@@ -380,6 +381,29 @@ def test_an_architecture_libseccomp_lacks_is_unsupported():
         pytest.skip("this libseccomp knows every architecture")
     with pytest.raises(Unsupported, match=f"architecture {missing[0]} is not supported"):
         seccomp.load(allow(architectures=[missing[0]]))  # fails before loading anything
+
+
+def test_a_compiled_filter_is_kept_in_the_root_and_loaded_without_libseccomp(tmp_path, monkeypatch):
+    profile = allow({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    program = seccomp.cached_program(profile, str(tmp_path))
+    [kept] = os.listdir(tmp_path)
+    assert kept.startswith("seccomp:") and kept.endswith(".bpf") and os.path.isfile(tmp_path / kept)
+    assert program == seccomp.compile(profile) and len(program) % 8 == 0
+
+    def no_libseccomp(_):
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:
+        m.setattr(seccomp, "compile", no_libseccomp)
+        assert seccomp.cached_program(profile, str(tmp_path)) == program
+    assert ok(*run_in_child(profile, lambda fd, _: errno_of(os.mkdir, tmp_path / "x"),
+                            load=lambda p: seccomp.install(program, p))) == errno.EPERM  # fmt: skip
+
+    (tmp_path / kept).write_bytes(program[:5])  # cut short: compiled again
+    assert seccomp.cached_program(profile, str(tmp_path)) == program
+    other = allow({"names": ["rmdir"], "action": "SCMP_ACT_ERRNO"})
+    seccomp.cached_program(other, str(tmp_path))
+    assert len(os.listdir(tmp_path)) == 2
 
 
 def test_load_leaves_no_new_privs_alone():

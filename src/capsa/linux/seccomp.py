@@ -1,21 +1,22 @@
-"""libseccomp through ctypes: build a filter context, add rules, load it.
+"""libseccomp through ctypes: build a filter context, add rules, export it;
+and seccomp(2) itself, to load an exported program without libseccomp.
 
 The constants are libseccomp's (``seccomp.h``) and the kernel's
 (``linux/seccomp.h``), with the same names. The library is loaded on the
 first call that needs it, never at import: importing this module costs no
-ctypes and no dlopen, so the runtime only pays for libseccomp when a
-config.json has a ``linux.seccomp`` section.
+ctypes and no dlopen, and ``load_program`` never needs either.
 
-A worked example (what ``capsa.runtime.seccomp.load`` does)::
+A worked example (what ``capsa.runtime.seccomp`` does, in two processes)::
 
     ctx = init(act_errno(errno.EPERM))
     try:
-        attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0)       # the caller set no_new_privs
         rule_add(ctx, SCMP_ACT_ALLOW, syscall_resolve_name("personality"),
                  [ArgCmp(0, SCMP_CMP_EQ, 0xFFFFFFFF)])
-        load(ctx)                                   # enforced from here on
+        program = export_bpf(ctx)
     finally:
         release(ctx)
+    load_program(program, 0)        # enforced from here on (with no_new_privs
+                                    # or CAP_SYS_ADMIN)
 
 libseccomp returns negative errno values; every function here turns them
 into ``OSError(errno)``. No policy lives here.
@@ -23,6 +24,8 @@ into ``OSError(errno)``. No policy lives here.
 
 import errno
 import os
+import struct
+from _ctypes import addressof
 
 LIBRARY = "libseccomp.so.2"
 
@@ -169,16 +172,14 @@ class _Lib:
             "seccomp_syscall_resolve_num_arch": (ctypes.c_void_p, [u32, c_int]),
             "seccomp_rule_add_array": (c_int, [ctx, u32, c_int, ctypes.c_uint,
                                                ctypes.POINTER(ScmpArgCmp)]),
-            "seccomp_load": (c_int, [ctx]),
             "seccomp_export_bpf": (c_int, [ctx, c_int]),
-            "seccomp_notify_fd": (c_int, [ctx]),
             "seccomp_api_get": (ctypes.c_uint, []),
             "seccomp_version": (ctypes.POINTER(ScmpVersion), []),
         }
         for name, (restype, argtypes) in signatures.items():
             try:
                 func = getattr(so, name)
-            except AttributeError:  # seccomp_api_get/notify_fd: libseccomp < 2.4/2.5
+            except AttributeError:  # seccomp_api_get: libseccomp < 2.4
                 continue
             func.restype, func.argtypes = restype, argtypes
         self.so = so
@@ -321,21 +322,6 @@ def rule_add(ctx: int, action: int, syscall: int,
            f"seccomp_rule_add syscall {syscall}")
 
 
-def load(ctx: int) -> None:
-    """Load the filter into the kernel for the calling thread (all, with TSYNC).
-
-    Needs no_new_privs or CAP_SYS_ADMIN in the current user namespace unless
-    SCMP_FLTATR_CTL_NNP is left on (capsa turns it off and sets no_new_privs
-    itself, only when the config asks for it).
-    """
-    _check(_seccomp().so.seccomp_load(ctx), "seccomp_load")
-
-
-def notify_fd(ctx: int) -> int:
-    """The user-notification listener fd created by load() (close-on-exec)."""
-    return _check(_seccomp().so.seccomp_notify_fd(ctx), "seccomp_notify_fd")
-
-
 def export_bpf(ctx: int) -> bytes:
     """The filter as a raw array of struct sock_filter (8 bytes an instruction)."""
     fd = os.memfd_create("capsa-seccomp", os.MFD_CLOEXEC)
@@ -347,30 +333,43 @@ def export_bpf(ctx: int) -> bytes:
         os.close(fd)
 
 
+# seccomp(2) has a different number on most architectures (no generic table).
+_SYS_SECCOMP = {
+    "x86_64": 317,
+    "aarch64": 277,
+    "riscv64": 277,
+    "loongarch64": 277,
+    "ppc64le": 358,
+    "ppc64": 358,
+    "s390x": 348,
+    "i686": 354,
+    "i386": 354,
+    "armv7l": 383,
+}
+
+
 def _nr_seccomp() -> int:
-    nr = syscall_resolve_name("seccomp")
+    nr = _SYS_SECCOMP.get(os.uname().machine)
+    if nr is None:
+        nr = syscall_resolve_name("seccomp")
     if nr < 0:
         raise OSError(errno.ENOSYS, "seccomp(2) is not available on this architecture")
     return nr
 
 
-def load_bpf(program: bytes, flags: int) -> int:
-    """seccomp(SECCOMP_SET_MODE_FILTER, flags, program): load a raw filter.
+def load_program(program: bytes, flags: int) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, program): load a raw filter,
+    an array of struct sock_filter as export_bpf() gives it.
 
-    For flags libseccomp cannot set itself (WAIT_KILLABLE_RECV before 2.6).
-    Returns the kernel's result: the listener fd with NEW_LISTENER, else 0.
+    Needs neither libseccomp nor ctypes, so a container's init can load a
+    filter compiled earlier by its runtime. Returns the kernel's result: the
+    listener fd (close-on-exec) with NEW_LISTENER, else 0.
     """
-    lib = _seccomp()
-    ctypes = lib.ctypes
-    from capsa.linux._libc import syscall
+    from capsa.linux._libc import buffer, syscall
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    return syscall(_nr_seccomp(), ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                   ctypes.c_uint(flags), ctypes.byref(prog))
+    code = buffer(program)
+    fprog = buffer(struct.pack("@HP", len(program) // 8, addressof(code)))  # struct sock_fprog
+    return syscall(_nr_seccomp(), SECCOMP_SET_MODE_FILTER, flags, fprog)
 
 
 def filter_flags_supported(flags: int) -> bool:
@@ -379,12 +378,10 @@ def filter_flags_supported(flags: int) -> bool:
     Probes with a NULL program: the kernel checks the flags first (EINVAL)
     and only then copies the program (EFAULT), so nothing is ever loaded.
     """
-    lib = _seccomp()
     from capsa.linux._libc import syscall
 
     try:
-        syscall(_nr_seccomp(), lib.ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-                lib.ctypes.c_uint(flags), lib.ctypes.c_void_p(None))
+        syscall(_nr_seccomp(), SECCOMP_SET_MODE_FILTER, flags, 0)
     except OSError as err:
         return err.errno == errno.EFAULT
     return False

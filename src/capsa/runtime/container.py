@@ -100,7 +100,7 @@ class _Launch:
         self.cgroup = None
 
     def run(self) -> State:
-        from capsa.runtime import cgroups, proc_inter
+        from capsa.runtime import cgroups, proc_inter, seccomp
 
         linux = self.config.get("linux", {})
         fifo = os.path.join(self.dir, FIFO)
@@ -122,6 +122,7 @@ class _Launch:
             "no_pivot": self.opts.no_pivot, "preserve_fds": self.opts.preserve_fds,
             "no_new_keyring": self.opts.no_new_keyring,
             "in_userns": any(n["type"] == "user" for n in linux.get("namespaces", [])),
+            "seccomp_program": seccomp.program_for(self.config, self.root),
         }  # fmt: skip
         parent, child = sync.Channel.pair()
         self.inter_pid = os.fork()

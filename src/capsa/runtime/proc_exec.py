@@ -38,9 +38,7 @@ def import_what_runs_inside(ctx: dict) -> None:
     if ctx["process"].get("terminal"):
         from capsa.runtime import console  # noqa: F401
     if ctx["config"].get("linux", {}).get("seccomp"):
-        from capsa.runtime import seccomp
-
-        seccomp.preload()
+        from capsa.runtime import seccomp  # noqa: F401 - its program was compiled by exec
 
 
 def join_namespaces(init_pid: int) -> None:
@@ -85,7 +83,7 @@ def run_final(ctx: dict, channel: sync.Channel) -> None:
         seccomp = ctx["config"].get("linux", {}).get("seccomp")
         nnp = spec_process.get("noNewPrivileges")
         if seccomp and not nnp:
-            _load_seccomp(seccomp)
+            _load_seccomp(ctx["seccomp_program"], seccomp)
         capabilities = spec_process.get("capabilities")
         process.drop_bounding(capabilities)
         process.change_user(spec_process.get("user", {}), process.setgroups_denied())
@@ -98,17 +96,17 @@ def run_final(ctx: dict, channel: sync.Channel) -> None:
         process.set_exec_labels(spec_process)
         _close_extra_fds(ctx["preserve_fds"], channel)
         if seccomp and nnp:
-            _load_seccomp(seccomp)
+            _load_seccomp(ctx["seccomp_program"], seccomp)
         process.exec_process(spec_process, executable)
     except BaseException as err:  # noqa: BLE001 - reported to the parent once
         channel.send_error(err)
         os._exit(1)
 
 
-def _load_seccomp(seccomp: dict) -> None:
+def _load_seccomp(program: bytes, seccomp: dict) -> None:
     from capsa.runtime import seccomp as filters
 
-    listener = filters.load(seccomp)
+    listener = filters.install(program, seccomp)
     if listener is not None:  # the container's agent already has the init's
         os.close(listener)
 

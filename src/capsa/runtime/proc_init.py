@@ -87,9 +87,7 @@ def import_what_runs_after_pivot(ctx):
     if config.get("hooks", {}).get("startContainer"):
         import subprocess  # noqa: F401
     if _seccomp(ctx):
-        from capsa.runtime import seccomp
-
-        seccomp.preload()
+        from capsa.runtime import seccomp  # noqa: F401 - its program was compiled by create
 
 
 def enter_rootfs(ctx):
@@ -251,7 +249,7 @@ def _uses_notify(ctx) -> bool:
 def _load_seccomp(ctx):
     from capsa.runtime import seccomp
 
-    listener = seccomp.load(_seccomp(ctx))
+    listener = seccomp.install(ctx["seccomp_program"], _seccomp(ctx))
     ctx["seccomp_loaded"] = True
     if listener is not None:
         ctx["channel"].send(sync.SECCOMP_FD, fd=listener)
