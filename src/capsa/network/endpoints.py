@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import subprocess
 
 from capsa.errors import CapsaError, FailedPrecondition
 from capsa.linux import netns
@@ -227,6 +226,8 @@ class Wiring:
             return
         if os.path.exists(f"/sys/class/net/{network.bridge}"):
             try:
+                import subprocess
+
                 subprocess.run(["ip", "link", "delete", network.bridge], capture_output=True, check=False)
             except FileNotFoundError:
                 raise CapsaError(f"cannot delete the bridge {network.bridge}: ip is not installed "
