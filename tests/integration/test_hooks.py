@@ -45,6 +45,26 @@ def test_every_hook_runs_with_the_state(runtime, bundle, tmp_path):
     assert state["status"] == "stopped" and state["id"] == "hooked"
 
 
+def test_hooks_find_the_init_and_their_own_processes_in_the_cgroup(runtime, bundle, tmp_path):
+    """The init joins the container's cgroup after the fork (while it makes
+    its rootfs), but before any hook runs: prestart sees it there, and a
+    createContainer hook (a child of the init) starts inside."""
+    bundle.config["hooks"] = {
+        "prestart": [hook(tmp_path, "pre", "pid=$(python3 -c 'import json, sys; print(json.load(sys.stdin)[\"pid\"])')\n"
+                                           f"cat /proc/$pid/cgroup > {tmp_path}/init.cgroup\n")],
+        "createContainer": [hook(tmp_path, "in", f"cat /proc/self/cgroup > {tmp_path}/hook.cgroup\n")],
+    }  # fmt: skip
+    bundle.args("true")
+    runtime("create", "--bundle", str(bundle), "joined")
+    pid = runtime.state("joined")["pid"]
+    with open(f"/proc/{pid}/cgroup") as f:
+        expected = f.read()
+    assert "joined" in expected
+    assert (tmp_path / "init.cgroup").read_text() == expected
+    assert (tmp_path / "hook.cgroup").read_text() == expected
+    runtime("delete", "--force", "joined")
+
+
 def test_start_container_hook_runs_inside_the_container(runtime, bundle, tmp_path):
     # startContainer's path is resolved in the container: bind the script in.
     script = hook(tmp_path, "inside", "hostname > /out/host; cat > /out/state\n")

@@ -143,8 +143,14 @@ class _Launch:
 
     def talk(self, channel: sync.Channel) -> None:
         """Answer the children until the init reports READY."""
+        from capsa.runtime import proc_inter
+
+        init_moves_in = proc_inter.init_moves_in(self.config)
         try:
-            self.cgroup.apply(self.inter_pid)
+            if init_moves_in:
+                self.cgroup.make()
+            else:
+                self.cgroup.apply(self.inter_pid)
             # Before START: the device rules are rewritten deny-all first, and
             # the init's mknod of /dev/null must not fall in between.
             self.cgroup.set(_resources(self.config))
@@ -161,6 +167,12 @@ class _Launch:
                 channel.send(sync.USERNS_MAPPED)
             elif kind == sync.INIT_PID:
                 self.init_pid = msg["pid"]
+                if init_moves_in:
+                    try:
+                        self.cgroup.join(self.init_pid)
+                    except Exception:
+                        _raise_pending_child_error(channel)
+                        raise
             elif kind == sync.HOOKS:
                 hook_state = hooks.hook_state(self.config, self.id, "creating", self.init_pid,
                                               self.opts.bundle)  # fmt: skip

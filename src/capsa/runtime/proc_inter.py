@@ -2,9 +2,17 @@
 
 CLONE_NEWPID applies to children only, so this process unshares (or joins)
 the namespaces and forks the container's pid 1; it then reports the init's
-pid and exits. It is in the container's cgroup before it forks (the parent moves it there
-and only then sends START), so the init and all its descendants start
-inside it, and a new cgroup namespace is rooted there.
+pid and exits.
+
+With a user or cgroup namespace, this process is in the container's cgroup
+before it forks (the parent moves it there and only then sends START), so
+the init starts inside it and a new cgroup namespace is rooted there.
+Without either, nothing before the init's first child depends on the
+cgroup, and moving a process into a cgroup v1 hierarchy waits for an RCU
+grace period (10-20 ms): START comes at once, and the parent moves the init
+in on INIT_PID while the init prepares its rootfs. The init starts no
+process before the parent has answered INIT_PID's successors (HOOKS), nor
+execs before `create` returns.
 """
 
 import os
@@ -17,10 +25,8 @@ def run(ctx: dict, channel: sync.Channel) -> None:
     """Entry point in the forked child; never returns."""
     try:
         namespaces = ctx["config"].get("linux", {}).get("namespaces", [])
-        early = not any(n["type"] in ("user", "cgroup") for n in namespaces)
+        early = init_moves_in(ctx["config"])
         if early:
-            # Nothing here depends on the cgroup: overlap it with the
-            # parent's cgroup migration, which waits for an RCU grace period.
             join_namespaces(namespaces)
             unshare_namespaces(namespaces)
         start = channel.expect(sync.START)
@@ -40,6 +46,13 @@ def run(ctx: dict, channel: sync.Channel) -> None:
         channel.send_error(err)
         os._exit(1)
     os._exit(0)
+
+
+def init_moves_in(config: dict) -> bool:
+    """Whether the parent moves the init into the cgroup, after the fork
+    (no user or cgroup namespace), rather than this process before it."""
+    namespaces = config.get("linux", {}).get("namespaces", [])
+    return not any(n["type"] in ("user", "cgroup") for n in namespaces)
 
 
 def enter_user_namespace(namespaces: list[dict], channel: sync.Channel) -> None:

@@ -4,9 +4,11 @@ The runtime (parent) and its children talk over two pipes, one JSON object
 per line. Every exchange is a named pair, handled at one wait point:
 
  child (intermediate, then init)        parent (capsa-runtime create)
- <-- START {cgroup_paths}               cgroup applied to the intermediate
+ <-- START {cgroup_paths}               cgroup set, and applied to the intermediate
+                                        (with a user or cgroup namespace, see proc_inter)
  USERNS_MAP_REQUEST {pid} -->           write uid_map/gid_map  <-- USERNS_MAPPED
- INIT_PID {pid} -->                     record the init's host pid
+ INIT_PID {pid} -->                     record the init's host pid (and, without a
+                                        user or cgroup namespace, move it into the cgroup)
  HOOKS -->                              prestart + createRuntime hooks  <-- HOOKS_DONE
  SECCOMP_FD {fd} -->                    copy the init's seccomp listener fd (pidfd_getfd),
                                         send it to linux.seccomp.listenerPath  <-- SECCOMP_FD_DONE

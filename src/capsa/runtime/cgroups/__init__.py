@@ -43,6 +43,15 @@ class CgroupManager:
 
     def apply(self, pid: int) -> None:
         """Create the directories and move pid in (before it runs user code)."""
+        self.make()
+        self.join(pid)
+
+    def make(self) -> None:
+        """Create the directories (made already: nothing happens)."""
+        raise NotImplementedError
+
+    def join(self, pid: int) -> None:
+        """Move pid into the created cgroup."""
         raise NotImplementedError
 
     def set(self, resources: dict) -> None:

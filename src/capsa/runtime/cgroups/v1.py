@@ -450,15 +450,20 @@ class V1Manager(CgroupManager):
     def exists(self) -> bool:
         return any(os.path.isdir(directory) for directory in self._paths.values())
 
-    def apply(self, pid: int) -> None:
+    def make(self) -> None:
         for subsystem in self._subsystems:
             directory = self._paths[subsystem.name]
             make_dirs(directory)
             subsystem.prepare(self._mounts.get(subsystem.name, self._root), directory)
-            write_file(directory, "cgroup.procs", str(pid))
         unified = self._paths.get(UNIFIED)
         if unified:
             v2.create_cgroup(self._unified_root(), unified)
+
+    def join(self, pid: int) -> None:
+        for subsystem in self._subsystems:
+            write_file(self._paths[subsystem.name], "cgroup.procs", str(pid))
+        unified = self._paths.get(UNIFIED)
+        if unified:
             write_file(unified, "cgroup.procs", str(pid))
 
     def set(self, resources: dict) -> None:

@@ -318,8 +318,10 @@ class V2Manager(CgroupManager):
     def exists(self) -> bool:
         return os.path.isdir(self._directory)
 
-    def apply(self, pid: int) -> None:
+    def make(self) -> None:
         create_cgroup(self._root, self._directory)
+
+    def join(self, pid: int) -> None:
         write_file(self._directory, "cgroup.procs", str(pid))
 
     def set(self, resources: dict) -> None:
