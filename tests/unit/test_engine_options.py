@@ -3,10 +3,10 @@
 import argparse
 import json
 import signal
-from dataclasses import astuple
 
 import pytest
 
+from capsa import record
 from capsa.engine import options
 from capsa.engine.options import Mount, RestartPolicy, Ulimit
 from capsa.errors import InvalidArgument, NotFound, Unsupported
@@ -335,7 +335,7 @@ def test_parse_mount(tmp_path, spec, expected):
         (tmp_path / name).mkdir()
     spec = spec.replace("=/a", f"={tmp_path}/a")
     if expected.kind == "bind":
-        expected = Mount(expected.kind, f"{tmp_path}{expected.source}", *astuple(expected)[2:])
+        expected = Mount(expected.kind, f"{tmp_path}{expected.source}", *record.astuple(expected)[2:])
     assert options.parse_mount(spec) == expected
 
 
@@ -426,7 +426,7 @@ def flags(*argv):
 def test_from_flags_defaults():
     run = options.from_flags(flags("busybox"))
     assert run == options.RunOptions(image="busybox")
-    json.dumps(__import__("dataclasses").asdict(run))  # the engine stores it as JSON
+    json.dumps(record.asdict(run))  # the engine stores it as JSON
 
 
 def test_from_flags_values(monkeypatch):

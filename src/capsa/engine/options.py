@@ -14,16 +14,16 @@ import os
 import posixpath
 import re
 import signal
-from dataclasses import dataclass, field
 
 from capsa.errors import InvalidArgument, NotFound, Unsupported
+from capsa.record import field, record
 
 DEFAULT_RESTART = "no"
 CPU_PERIOD = 100_000  # µs; the CFS period Docker uses for --cpus (100ms)
 RLIM_INFINITY = 2**64 - 1  # how config.json spells "unlimited"
 
 
-@dataclass
+@record
 class RunOptions:
     """What `capsa run`/`create` was asked for (see from_flags for the flags).
 
@@ -85,7 +85,7 @@ class RunOptions:
     detach: bool = False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mount:
     """One -v, --mount or --tmpfs. source: a host path (bind), a volume name
     ("" for an anonymous volume) or "" (tmpfs); options: what config.json's
@@ -100,7 +100,7 @@ class Mount:
     nocopy: bool = False  # don't fill a new volume with the image's files
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Ulimit:
     name: str
     soft: int  # -1: unlimited
@@ -110,7 +110,7 @@ class Ulimit:
         return {"type": "RLIMIT_" + self.name.upper(), "soft": _rlim(self.soft), "hard": _rlim(self.hard)}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RestartPolicy:
     name: str = DEFAULT_RESTART
     maximum_retry_count: int = 0

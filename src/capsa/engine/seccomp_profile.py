@@ -18,9 +18,9 @@ architecture's) stay in the profile; the runtime skips them, as runc does.
 
 import os
 import re
-from dataclasses import dataclass
 
 from capsa.errors import InvalidArgument
+from capsa.record import record
 
 ALLOW, ERRNO = "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"
 EPERM, ENOSYS = 1, 38
@@ -30,7 +30,7 @@ AF_VSOCK = 40
 CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     """One entry of a Docker-format profile. caps/arches/min_kernel are the
     entry's "includes" (all must hold), not_caps/not_arches its "excludes"

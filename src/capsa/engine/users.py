@@ -14,16 +14,16 @@ import errno
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from capsa.errors import InvalidArgument
+from capsa.record import record
 
 MAX_ID = 2**31 - 1  # runc's range for uids and gids
 _MAX_SYMLINKS = 40  # the kernel's own limit for one lookup
 _MAX_SIZE = 16 << 20  # a passwd file is small; refuse to read a huge one into memory
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class User:
     """The process's identity. additional_gids is Docker's list: the primary
     gid, the user's groups from /etc/group, then --group-add."""
@@ -34,7 +34,7 @@ class User:
     home: str = "/"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _PasswdEntry:
     name: str
     uid: int
@@ -42,7 +42,7 @@ class _PasswdEntry:
     home: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _GroupEntry:
     name: str
     gid: int

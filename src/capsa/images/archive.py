@@ -44,7 +44,6 @@ import stat
 import tarfile
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
@@ -56,6 +55,7 @@ from capsa.images import mediatypes, pull, reference, unpack
 from capsa.images.importer import CHUNK, GzipLayer, failing, compression_of, open_compressed, read_head
 from capsa.images.manifest import Descriptor
 from capsa.images.store import Image, ImageStore
+from capsa.record import field, record
 
 DOCKER_ARCHIVE = "docker-archive"
 OCI_ARCHIVE = "oci-archive"
@@ -68,7 +68,7 @@ LINKS_MAX = 16  # symlinks and hardlinks followed to find one member
 RECORD = tarfile.RECORDSIZE
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DockerEntry:
     """One image of a docker-archive's manifest.json; repo_tags normalised."""
 
@@ -77,7 +77,7 @@ class DockerEntry:
     layers: list[str]
 
 
-@dataclass
+@record
 class _Loaded:
     manifest: str
     names: list[str] = field(default_factory=list)

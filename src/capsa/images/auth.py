@@ -32,11 +32,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import httpx
 
 from capsa.errors import FailedPrecondition
+from capsa.record import field, record
 
 DEFAULT_EXPIRES_IN = 60
 EXPIRY_MARGIN = 5  # seconds: a token about to expire is not sent
@@ -69,7 +69,7 @@ class Unauthorized(FailedPrecondition):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Challenge:
     """One challenge of a WWW-Authenticate header; scheme lowercased."""
 

@@ -6,12 +6,11 @@ downloads nobody is writing, unpack directories without a record) goes too.
 The caller holds the store's lock.
 """
 
-from dataclasses import dataclass
-
 from capsa.images.store import ImageStore
+from capsa.record import record
 
 
-@dataclass
+@record
 class Collected:
     blobs: int = 0
     snapshots: int = 0

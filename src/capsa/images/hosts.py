@@ -28,11 +28,11 @@ import json
 import os
 import ssl
 import threading
-from dataclasses import dataclass
 
 import httpx
 
 from capsa.errors import InvalidArgument
+from capsa.record import record
 
 CONFIG_FILE = "/etc/capsa/capsa.json"
 CERTS_D = "/etc/capsa/certs.d"
@@ -48,7 +48,7 @@ _schemes: dict[str, str] = {}
 _schemes_lock = threading.Lock()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """The registry settings of the daemon config file."""
 

@@ -6,12 +6,12 @@ is trusted: descriptors must have a media type, a valid digest and a size.
 """
 
 import platform as host_platform
-from dataclasses import dataclass, field
 
 from capsa import fastjson as json
 from capsa.errors import InvalidArgument, NotFound, Unsupported
 from capsa.images import digest as digests
 from capsa.images import mediatypes
+from capsa.record import field, record
 
 # Kernel machine names → OCI architecture and variant.
 _MACHINES = {"x86_64": ("amd64", ""), "aarch64": ("arm64", "v8"), "armv7l": ("arm", "v7"),
@@ -19,7 +19,7 @@ _MACHINES = {"x86_64": ("amd64", ""), "aarch64": ("arm64", "v8"), "armv7l": ("ar
              "s390x": ("s390x", ""), "riscv64": ("riscv64", "")}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Platform:
     os: str
     architecture: str
@@ -51,7 +51,7 @@ def parse_platform(text: str) -> Platform:
     return Platform(*(p.lower() for p in parts))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Descriptor:
     media_type: str
     digest: str
@@ -66,14 +66,14 @@ class Descriptor:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Manifest:
     media_type: str
     config: Descriptor
     layers: list[Descriptor]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     raw: dict
     diff_ids: list[str]

@@ -18,10 +18,10 @@ neither a tag nor a digest:
 """
 
 import re
-from dataclasses import dataclass
 
 from capsa.errors import InvalidArgument
 from capsa.images import digest as digests
+from capsa.record import record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DOMAIN = "index.docker.io"
@@ -37,7 +37,7 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _IMAGE_ID = re.compile(r"[a-f0-9]{64}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     """A normalised reference: always a domain, a full path, and a tag or a
     digest (or both, as "name:tag@digest", where the digest decides)."""

@@ -17,7 +17,6 @@ import os
 import sqlite3
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 from capsa import db
 from capsa.db import Transaction
@@ -25,6 +24,7 @@ from capsa.errors import FailedPrecondition, InvalidArgument, NotFound
 from capsa.images import reference
 from capsa.images.content import ContentStore
 from capsa.images.snapshots import Snapshots
+from capsa.record import field, record
 
 DEFAULT_ROOT = "/var/lib/capsa"
 LOCK = "images.lock"
@@ -35,7 +35,7 @@ def default_root() -> str:
     return os.environ.get("CAPSA_ROOT") or DEFAULT_ROOT
 
 
-@dataclass
+@record
 class Image:
     id: str
     manifest: str

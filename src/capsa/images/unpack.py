@@ -35,10 +35,10 @@ import shutil
 import stat
 import typing
 import zlib
-from dataclasses import dataclass
 
 from capsa.errors import CapsaError, InvalidArgument, Unsupported
 from capsa.images import mediatypes
+from capsa.record import record
 
 CHUNK = 1 << 20  # uncompressed bytes per read, and per write of file content
 INPUT_CHUNK = 256 << 10  # compressed bytes per read of the source
@@ -83,7 +83,7 @@ _ID_MAX = (1 << 32) - 2  # (uid_t)-1 means "unchanged" to chown
 _SECONDS_MAX = 1 << 40  # timestamps are clamped to what utimensat takes
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unpacked:
     """What unpacking a layer measured of its uncompressed tar stream."""
 

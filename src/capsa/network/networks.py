@@ -13,10 +13,10 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
 
 from capsa.db import Transaction, find
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from capsa.record import field, record
 
 DEFAULT = "capsa"
 DEFAULT_BRIDGE = "capsa0"
@@ -28,7 +28,7 @@ POOL_PREFIX = 24
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 
-@dataclass
+@record
 class Network:
     id: str
     name: str
@@ -49,7 +49,7 @@ class Network:
         return self.name == DEFAULT
 
 
-@dataclass
+@record
 class Endpoint:
     container: str
     network: str  # the network's id
@@ -133,7 +133,8 @@ class Networks:
             raise InvalidArgument(f'invalid network name "{name}": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
         if name in MODES:
             raise AlreadyExists(f"network with name {name} already exists")
-        from capsa.engine.records import new_id, now
+        from capsa.engine.paths import new_id
+        from capsa.engine.records import now
 
         network_id = new_id()
         with Transaction(self.conn) as conn:

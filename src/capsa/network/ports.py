@@ -11,14 +11,14 @@ want them.
 
 import ipaddress
 import socket
-from dataclasses import asdict, dataclass
 
 from capsa.errors import FailedPrecondition, InvalidArgument
+from capsa.record import asdict, record
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mapping:
     container_port: int
     protocol: str = "tcp"
