@@ -14,7 +14,6 @@ name); they become the same flags `capsa run` checks.
 """
 
 import shlex
-import subprocess
 from dataclasses import dataclass
 
 from capsa.errors import CapsaError
@@ -83,10 +82,19 @@ class Container:
         return b"".join(e["log"].encode("utf-8", "surrogateescape")
                         for e in logs.entries(self._engine.paths(self._record).log) if e["stream"] in streams)  # fmt: skip
 
-    def exec_run(self, cmd, environment=None, workdir: str | None = None, user: str | None = None) -> ExecResult:
-        result = self._engine.exec(self._record, _command(cmd), env=_env(environment), workdir=workdir,
-                                   user=user, stdin=subprocess.DEVNULL, capture=True)  # fmt: skip
-        return ExecResult(result.returncode, result.stdout + result.stderr.encode())
+    def exec_run(self, cmd, environment=None, workdir: str | None = None, user: str | None = None,
+                 privileged: bool = False) -> ExecResult:  # fmt: skip
+        """docker-py's: the exit code, and stdout and stderr as they came (a
+        command that cannot run: Docker's 126 or 127 and the reason)."""
+        from capsa.engine.execs import ExecFailed
+
+        try:
+            process = self._engine.exec(self._record, _command(cmd), env=_env(environment), workdir=workdir,
+                                        user=user, privileged=privileged)  # fmt: skip
+        except ExecFailed as err:
+            return ExecResult(err.exit_code, f"{err}\n".encode())
+        exit_code, output = process.collect()
+        return ExecResult(exit_code, b"".join(payload for _, payload in output))
 
     def start(self) -> None:
         self._engine.start(self._record)

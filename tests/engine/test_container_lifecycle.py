@@ -30,6 +30,76 @@ def test_exec_output_exit_codes_and_env(capsa):
     assert capsa("exec", "-u", "65534", "box", "id", "-u").stdout == "65534\n"
 
 
+def shim_pid(capsa, name: str) -> int:
+    with open(os.path.join(capsa.state, "containers", inspect(capsa, name)["Id"], "shim.json")) as f:
+        return json.load(f)["shim_pid"]
+
+
+def children_running(parent: int, cmdline: str) -> list[int]:
+    """The children of PARENT whose command line is CMDLINE (words joined by spaces)."""
+    with open(f"/proc/{parent}/task/{parent}/children") as f:
+        pids = [int(pid) for pid in f.read().split()]
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().replace(b"\0", b" ").strip() == cmdline.encode():
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("runtime", ["capsa", "runc"])
+def test_exec_runs_under_the_shim_which_reaps_it(capsa, runtime):
+    capsa("run", "-d", "--name", "box", "--runtime", runtime, "busybox", "sleep", "100")
+    shim = shim_pid(capsa, "box")
+    attached = subprocess.Popen(capsa.argv("exec", "box", "sleep", "4322"), env=capsa.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    [pid] = wait_for(lambda: children_running(shim, "sleep 4322"), what="the exec under the shim")
+    os.kill(attached.pid, signal.SIGKILL)  # the client goes; the process stays, the shim's
+    attached.wait()
+    assert children_running(shim, "sleep 4322") == [pid]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the exec reaped, no zombie")
+    detached = capsa("exec", "-d", "box", "sleep", "4321")
+    assert (detached.returncode, detached.stdout, detached.stderr) == (0, "", "")
+    [pid] = wait_for(lambda: children_running(shim, "sleep 4321"), what="the detached exec under the shim")
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the detached exec reaped, no zombie")
+    result = capsa("exec", "box", "sh", "-c", "echo out; echo err >&2; exit 4", check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (4, "out\n", "err\n")
+    missing = capsa("exec", "box", "no-such-program", check=False)
+    assert missing.returncode == 127 and "no-such-program" in missing.stderr
+
+
+def test_exec_takes_stdin_with_i_only(capsa):
+    capsa("run", "-d", "--name", "box", "busybox", "sleep", "100")
+    result = capsa("exec", "-i", "box", "sh", "-c", "cat; exit 3", input="piped\n" * 20000, check=False)
+    assert (result.returncode, result.stdout) == (3, "piped\n" * 20000)
+    assert capsa("exec", "box", "cat", input="not read\n").stdout == ""  # stdin is /dev/null
+
+
+def test_exec_privileged_gets_every_capability(capsa):
+    capsa("run", "-d", "--name", "box", "busybox", "sleep", "100")
+
+    def effective(*flags: str) -> str:
+        return capsa("exec", *flags, "box", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
+
+    with open("/proc/self/status") as f:
+        ours = next(line for line in f if line.startswith("CapEff")).split()[1]
+    assert effective("--privileged") == ours != effective()
+
+
+def test_exec_in_a_stopped_or_paused_container_fails_as_docker(capsa):
+    capsa("run", "--name", "done", "busybox", "true")
+    container_id = inspect(capsa, "done")["Id"]
+    assert capsa.fails("exec", "done", "true", code=1) == f"capsa: Container {container_id} is not running"
+    capsa("run", "-d", "--name", "frozen", "busybox", "sleep", "100")
+    capsa("pause", "frozen")
+    assert "is paused, unpause the container before exec" in capsa.fails("exec", "frozen", "true", code=1)
+
+
 class Terminal:
     """The test's side of a pty: what was read and not yet expected is kept."""
 
@@ -93,6 +163,40 @@ def test_interactive_terminal_resize_and_detach(capsa):
             cli.kill()
             cli.wait()
         os.close(master)
+
+
+def test_exec_interactive_terminal_resize_and_exit_code(capsa):
+    capsa("run", "-d", "--name", "box", "busybox", "sleep", "100")
+    master, slave = pty.openpty()
+    from capsa.linux.tty import set_size
+
+    set_size(master, 30, 100)
+    cli = subprocess.Popen(capsa.argv("exec", "-it", "box", "sh"), env=capsa.env, stdin=slave, stdout=slave,
+                           stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    term = Terminal(master)
+    try:
+        term.prompt()
+        term.type(b"echo answer-$((6*7)) $(tty)\r")
+        term.expect(b"answer-42 /dev/pts/")
+        term.prompt()
+        term.type(b"stty size\r")
+        term.expect(b"30 100")
+        term.prompt()
+        set_size(master, 40, 120)
+        os.kill(cli.pid, signal.SIGWINCH)
+        time.sleep(0.3)
+        term.type(b"stty size\r")
+        term.expect(b"40 120")
+        term.prompt()
+        term.type(b"exit 7\r")
+        assert cli.wait(timeout=10) == 7
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        os.close(master)
+    assert inspect(capsa, "box")["State"]["Running"]
 
 
 def test_restart_on_failure_counts_and_stops(capsa):
@@ -201,12 +305,27 @@ def test_python_api_like_docker_py(capsa, monkeypatch):
         assert web.status == "running" and web.name == "api-web"
         result = web.exec_run("sh -c 'echo $X'", environment={"X": "exec"})
         assert (result.exit_code, result.output) == (0, b"exec\n")
+        assert web.exec_run("sh -c 'echo out; sleep 0.1; echo err >&2; exit 3'") == capsa_package.client.ExecResult(
+            3, b"out\nerr\n")  # fmt: skip
+        assert web.exec_run("no-such-program").exit_code == 127
         web.stop(timeout=0)
         assert web.wait()["StatusCode"] == 137
         web.remove()
         assert client.containers.list(all=True) == []
     finally:
         client.close()
+
+
+def test_rm_force_calls_off_a_pending_restart_and_ends_the_shim(capsa):
+    from capsa.engine import shim
+
+    capsa("run", "-d", "--name", "again", "--network", "none", "--restart", "always", "busybox",
+          "false")  # fmt: skip
+    # the back-off doubles from 0.1 s: from the third restart on, the shim
+    # mostly waits for the next one
+    wait_for(lambda: inspect(capsa, "again")["RestartCount"] >= 3, 10, "three restarts")
+    assert capsa("rm", "-f", "again").stdout == "again\n"
+    wait_for(lambda: not shim.pids_under(capsa.state), 5, "the shim to end")
 
 
 def test_pause_unpause_and_restart(capsa):

@@ -7,6 +7,9 @@ import subprocess
 import time
 
 import pytest
+from waiting import wait_for
+
+from capsa.engine import shim
 
 pytestmark = pytest.mark.root
 
@@ -39,6 +42,18 @@ def test_unknown_command_and_image_exit_codes(capsa):
     assert "not found" in capsa.fails("run", "--rm", "busybox", "no-such-program", code=127)
     assert "connection refused" in capsa.fails("run", "--rm", "127.0.0.1:1/nosuch", code=125)
     assert capsa("ps", "-aq").stdout == ""
+    # The shims `run` started ahead are gone: let go unused, or (the shim of
+    # the program not found) ended once it had answered.
+    left = lambda: shim.pids_under(capsa.state)  # noqa: E731
+    wait_for(lambda: not left(), 5, f"the failed runs' shims to end: {[_cmdline(pid) for pid in left()]}")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return f"{pid} (gone)"
 
 
 def test_a_state_dir_too_long_for_a_socket_is_refused(capsa):

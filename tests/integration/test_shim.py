@@ -49,8 +49,14 @@ class Shim:
             "--runtime", self.runtime, "--runtime-root", self.runtime_root,
             "--log-path", self.log_path, *flags]  # fmt: skip
 
-    def start(self, *flags, check: bool = True) -> dict:
-        result = subprocess.run(self.argv(*flags), capture_output=True, text=True, timeout=60,
+    def start(self, *flags, check: bool = True, standby: bool = False) -> dict:
+        """Start the shim; STANDBY: as the engine does, `--standby` with
+        the flags on stdin."""
+        argv, given = self.argv(*flags), None
+        if standby:
+            named = ["--standby", "--id", self.id, "--state-dir", self.state_dir]
+            argv, given = shim_command() + named, json.dumps(argv[len(shim_command()):])
+        result = subprocess.run(argv, input=given, capture_output=True, text=True, timeout=60,
                                 check=False)  # fmt: skip
         assert result.stdout.count("\n") == 1 and result.stderr == "", result
         self.answer = json.loads(result.stdout)
@@ -289,6 +295,35 @@ def test_the_shim_is_detached_from_its_caller(shims, bundle):
     assert shim.status()["status"] == "running"
 
 
+def test_a_standby_shim_takes_its_flags_on_stdin(shims, bundle):
+    bundle.args("sh", "-c", "exit 7")
+    shim = shims()
+    answer = shim.start(standby=True)
+    assert set(answer) == {"pid", "shim_pid"}
+    # ps still tells whose shim it is
+    assert _cmdline(answer["shim_pid"])[-5:] == ["--standby", "--id", shim.id, "--state-dir", shim.state_dir]
+    assert shim.request("wait") == {"exit_code": 7}
+    assert shim.runtime_ids() == []
+
+
+def test_a_standby_shim_refuses_flags_for_another_container(shims, bundle):
+    shim, other = shims(), shims()
+    argv = shim_command() + ["--standby", "--id", other.id, "--state-dir", other.state_dir]
+    done = subprocess.run(argv, input=json.dumps(shim.argv()[len(shim_command()):]), capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+    assert done.returncode == 1 and "not for the container" in json.loads(done.stdout)["error"]
+    assert not os.path.exists(shim.state_dir) and not os.path.exists(other.state_dir)
+
+
+def test_a_standby_shim_given_no_flags_does_nothing():
+    standby = shim_command() + ["--standby", "--id", "x", "--state-dir", "/run/capsa-test-unused"]
+    unused = subprocess.run(standby, stdin=subprocess.DEVNULL, capture_output=True, timeout=30, check=False)
+    assert (unused.returncode, unused.stdout, unused.stderr) == (0, b"", b"")
+    bad = subprocess.run(standby, input=b'{"id": "x"}', capture_output=True, timeout=30, check=False)
+    assert bad.returncode == 1 and bad.stderr == b""
+    assert "one JSON array of strings" in json.loads(bad.stdout)["error"]
+
+
 def test_a_container_that_cannot_start_is_an_error_answer(shims, bundle):
     bundle.args("/no/such/program")
     shim = shims()
@@ -518,6 +553,113 @@ def test_resize_without_a_tty_is_refused(shims, bundle):
     assert "has no terminal" in shim.request("resize", rows=10, cols=10)["error"]
     assert "invalid request" in shim.request("resize", rows=0, cols=10)["error"]
     assert "running: stop it first" in shim.request("shutdown")["error"]
+
+
+# --- exec --------------------------------------------------------------------------------------
+
+
+def exec_request(bundle, *args: str, terminal: bool = False, **fields) -> dict:
+    """An exec op for ARGS, with the container's own process settings."""
+    return {"op": "exec", "process": {**bundle.process, "args": list(args), "terminal": terminal},
+            **fields}  # fmt: skip
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
+def _exit_frame(data: bytes) -> dict:
+    """The stream's last frame: the exit code on stream 4."""
+    stream, payload = read_frames(data)[0][-1]
+    assert stream == 4, data
+    return json.loads(payload)
+
+
+@pytest.mark.parametrize("peer", ["capsa-runtime", "runc"])
+def test_exec_is_the_shims_child_streams_frames_and_ends_with_its_exit_code(shims, bundle, peer):
+    if peer == "runc" and not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    bundle.args("sleep", "1000")
+    shim = shims(shutil.which(peer) if peer == "runc" else None)
+    answer = shim.start()
+    request = exec_request(bundle, "sh", "-c", "cat; echo err >&2; exit 3", stdin=True)
+    client, reply = shim.connect(request, then=b"hel")  # input may come with the request
+    assert reply["ok"] is True and _ppid(reply["pid"]) == answer["shim_pid"]
+    client.sendall(b"lo\n")
+    client.shutdown(socket.SHUT_WR)  # cat's stdin closes
+    data = read_stream(client, lambda d: False)  # until the shim hangs up
+    assert _exit_frame(data) == {"exit_code": 3}
+    assert {k: v for k, v in frames_text(data).items() if k != 4} == {1: b"hello\n", 2: b"err\n"}
+    wait_for(lambda: not os.path.exists(f"/proc/{reply['pid']}"), what="the exec reaped")
+    assert not [name for name in os.listdir(shim.state_dir) if name.startswith("exec-")]
+    assert shim.status()["status"] == "running" and shim.log_entries() == []  # not the container's log
+
+
+@pytest.mark.parametrize("peer", ["capsa-runtime", "runc"])
+def test_exec_with_a_tty_is_resized_by_its_pid(shims, bundle, peer):
+    if peer == "runc" and not shutil.which("runc"):
+        pytest.skip("runc is not installed")
+    bundle.args("sleep", "1000")
+    shim = shims(shutil.which(peer) if peer == "runc" else None)
+    shim.start()
+    request = exec_request(bundle, "sh", "-c", 'read line; stty size; echo "got $line"; exit 5',
+                           terminal=True, stdin=True)  # fmt: skip
+    client, reply = shim.connect(request)
+    assert shim.request("resize", rows=33, cols=111, exec=reply["pid"]) == {"ok": True}
+    client.sendall(b"hi\r")
+    data = read_stream(client, lambda d: False)
+    assert _exit_frame(data) == {"exit_code": 5}
+    output = frames_text(data)[1]
+    assert b"33 111\r\n" in output and b"got hi" in output
+    assert "no exec with pid" in shim.request("resize", rows=1, cols=1, exec=reply["pid"])["error"]
+    assert "has no terminal" in shim.request("resize", rows=1, cols=1)["error"]  # the container's
+
+
+def test_exec_detached_runs_on_dev_null_and_is_reaped(shims, bundle):
+    bundle.args("sleep", "1000")
+    shim = shims()
+    answer = shim.start()
+    sock, reply = shim.connect(exec_request(bundle, "sleep", "999", detach=True))
+    assert sock.recv(1) == b""  # hung up after the reply
+    sock.close()
+    pid = reply["pid"]
+    assert _ppid(pid) == answer["shim_pid"]
+    assert {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in (0, 1, 2)} == {"/dev/null"}
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the exec reaped, no zombie")
+
+
+def test_exec_that_cannot_run_or_in_a_stopped_container_is_an_error(shims, bundle):
+    bundle.args("sleep", "1000")
+    shim = shims()
+    shim.start()
+    error = shim.request("exec", process={**bundle.process, "args": ["/no/such/program"]})["error"]
+    assert error.startswith(f"failed to exec in container {shim.id}: ") and "/no/such/program" in error
+    assert "process.args must be" in shim.request("exec", process={"args": []})["error"]
+    assert not [name for name in os.listdir(shim.state_dir) if name.startswith("exec-")]
+    assert shim.request("stop", timeout=0) == {"ok": True, "exit_code": 137}
+    error = shim.request("exec", process={**bundle.process, "args": ["true"]})["error"]
+    assert error == f"container {shim.id} is not running"
+
+
+def test_exec_outlives_its_client_and_never_blocks_the_shim(shims, bundle, tmp_path):
+    host = shared(bundle, tmp_path)
+    bundle.args("sleep", "1000")
+    shim = shims()
+    shim.start()
+    # A client that leaves: the process runs on, its output thrown away.
+    gone, _ = shim.connect(exec_request(bundle, "sh", "-c", "sleep 0.3; head -c 2000000 /dev/zero;"
+                                                            " touch /tmp/finished", stdin=True))  # fmt: skip
+    gone.close()
+    wait_for(lambda: (host / "finished").exists(), what="the exec to finish without its client")
+    # A client that does not read: the process waits for it, the shim does not.
+    slow, _ = shim.connect(exec_request(bundle, "sh", "-c", "head -c 8000000 /dev/zero; exit 7"))
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert shim.status()["status"] == "running" and time.monotonic() - started < 1
+    data = read_stream(slow, lambda d: False, timeout=30)
+    assert _exit_frame(data) == {"exit_code": 7} and len(frames_text(data)[1]) == 8000000
 
 
 # --- health, OOM -----------------------------------------------------------------------------

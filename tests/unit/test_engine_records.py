@@ -10,7 +10,8 @@ import pytest
 
 from capsa import db
 from capsa.engine import logs, names
-from capsa.engine.records import Container, Containers, new_id
+from capsa.engine.paths import new_id
+from capsa.engine.records import Container, Containers
 from capsa.engine.volumes import Volumes, copy_up
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 

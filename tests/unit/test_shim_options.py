@@ -103,12 +103,14 @@ def test_a_bad_command_line_is_one_json_error_line():
     assert result.stdout == '{"error": "missing --bundle"}\n' and result.stderr == ""
 
 
-def test_the_shim_imports_only_the_lean_path():
+@pytest.mark.parametrize("modules", ["capsa.shim.main, capsa.shim.service, capsa.shim.health",
+                                     "capsa.shim.execs"])  # fmt: skip
+def test_the_shim_imports_only_the_lean_path(modules):
     """capsa-shim is on `capsa run`'s start-up path: no json, re, enum, socket,
     subprocess, typing, ctypes or argparse (see capsa.fastjson for the reason)."""
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
     code = (f"import sys; sys.path.insert(0, {src!r}); before = set(sys.modules);"
-            " import capsa.shim.main, capsa.shim.service, capsa.shim.health;"
+            f" import {modules};"
             " print(' '.join(sorted(set(sys.modules) - before)))")  # fmt: skip
     loaded = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                                 text=True, check=True).stdout.split())  # fmt: skip
@@ -117,6 +119,8 @@ def test_the_shim_imports_only_the_lean_path():
     assert not loaded & heavy
     assert all(m.split(".")[0] in sys.stdlib_module_names or m.startswith("capsa")
                for m in loaded)  # fmt: skip
+    if "main" in modules:
+        assert "capsa.shim.execs" not in loaded  # loaded at the first exec: an idle shim stays lean
     capsa = {m for m in loaded if m.startswith("capsa.")}
     assert all(m.startswith(("capsa.shim", "capsa.linux", "capsa.runtime", "capsa.fastjson",
                              "capsa.errors")) for m in capsa)  # fmt: skip

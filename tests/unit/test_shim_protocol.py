@@ -39,6 +39,12 @@ def test_frames_read_back_across_chunk_boundaries():
     (b'{"op":"attach"}', "attach", {"stdin": False}),
     (b'{"op":"resize","rows":24,"cols":80}', "resize", {"rows": 24, "cols": 80}),
     (b' {"op":"shutdown"} \r', "shutdown", {}),
+    (b'{"op":"resize","rows":24,"cols":80,"exec":4242}', "resize", {"exec_pid": 4242}),
+    (b'{"op":"resize","rows":24,"cols":80}', "resize", {"exec_pid": None}),
+    (b'{"op":"exec","process":{"args":["sh"],"cwd":"/"}}', "exec",
+     {"process": {"args": ["sh"], "cwd": "/"}, "stdin": False, "detach": False}),
+    (b'{"op":"exec","process":{"args":["sh"],"terminal":true},"stdin":true,"detach":true}', "exec",
+     {"process": {"args": ["sh"], "terminal": True}, "stdin": True, "detach": True}),
 ])  # fmt: skip
 def test_requests_are_parsed(line, op, fields):
     request = parse_request(line)
@@ -49,7 +55,7 @@ def test_requests_are_parsed(line, op, fields):
 
 @pytest.mark.parametrize("line, message", [
     (b"", "not JSON"), (b"{", "not JSON"), (b"\xff", "not JSON"), (b"[]", "not a JSON object"),
-    (b'{"op":"exec"}', "unknown op 'exec'"), (b'{}', "unknown op None"),
+    (b'{"op":"run"}', "unknown op 'run'"), (b'{}', "unknown op None"),
     (b'{"op":"kill","signal":"NOPE"}', "unknown signal"),
     (b'{"op":"kill","signal":true}', "bad signal"),
     (b'{"op":"kill","signal":99}', "invalid signal"),
@@ -60,6 +66,17 @@ def test_requests_are_parsed(line, op, fields):
     (b'{"op":"resize","rows":0,"cols":80}', "bad rows"),
     (b'{"op":"resize","rows":24}', "bad cols"),
     (b'{"op":"resize","rows":24,"cols":70000}', "bad cols"),
+    (b'{"op":"resize","rows":24,"cols":80,"exec":"12"}', "bad exec"),
+    (b'{"op":"resize","rows":24,"cols":80,"exec":0}', "bad exec"),
+    (b'{"op":"exec"}', "process must be a JSON object"),
+    (b'{"op":"exec","process":["sh"]}', "process must be a JSON object"),
+    (b'{"op":"exec","process":{"cwd":"/"}}', "process.args must be a non-empty list of strings"),
+    (b'{"op":"exec","process":{"args":[]}}', "process.args must be a non-empty list of strings"),
+    (b'{"op":"exec","process":{"args":"sh"}}', "process.args must be a non-empty list of strings"),
+    (b'{"op":"exec","process":{"args":["sh",1]}}', "process.args must be a non-empty list of strings"),
+    (b'{"op":"exec","process":{"args":["sh"],"terminal":1}}', "process.terminal must be true or false"),
+    (b'{"op":"exec","process":{"args":["sh"]},"stdin":"yes"}', "stdin must be true or false"),
+    (b'{"op":"exec","process":{"args":["sh"]},"detach":null}', "detach must be true or false"),
 ])  # fmt: skip
 def test_bad_requests_are_refused_with_a_reason(line, message):
     with pytest.raises(InvalidArgument, match=message):

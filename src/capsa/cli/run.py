@@ -98,19 +98,17 @@ def cmd_create(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from capsa.cli.containers import open_engine
+    from capsa.engine import paths, shim
 
-    engine = open_engine(args)
-    with exit_codes():
-        if args.rm and args.restart != "no":
-            raise InvalidArgument("conflicting options: cannot both remove and restart containers")
-        container = engine.create(run_options(args), pull_missing(args))
-        try:
-            container = engine.start(container, attach_first=not args.detach)
-        except CapsaError:
-            if args.rm:
-                engine.remove(container, force=True)
-            raise
+    if args.rm and args.restart != "no":
+        raise InvalidArgument("conflicting options: cannot both remove and restart containers")
+    # The shim's start-up overlaps the engine's imports and the bundle.
+    container_id = paths.new_id()
+    standby = shim.Standby(container_id, paths.state_dir(paths.default_state(), container_id))
+    try:
+        engine, container = _create_and_start(args, standby)
+    finally:
+        standby.cancel()
     if args.detach:
         print(container.id)
         return 0
@@ -119,6 +117,21 @@ def cmd_run(args) -> int:
     finally:
         if args.rm:
             engine.remove(engine.containers.get(container.id), force=True, volumes=True)
+
+
+def _create_and_start(args, standby):
+    from capsa.cli.containers import open_engine
+
+    engine = open_engine(args)
+    with exit_codes():
+        container = engine.create(run_options(args), pull_missing(args), standby.id)
+        try:
+            container = engine.start(container, attach_first=not args.detach, standby=standby)
+        except CapsaError:
+            if args.rm:
+                engine.remove(container, force=True)
+            raise
+    return engine, container
 
 
 @contextmanager
@@ -147,20 +160,27 @@ def attach_and_wait(engine, container, stdin: bool) -> int:
     return engine.wait(engine.containers.get(container.id))
 
 
-def _attached(engine, container, tty: bool, stdin: bool) -> str:
-    import signal
-
+def _attached(engine, container, tty: bool, stdin: bool) -> str | None:
     from capsa.engine import shim
 
     path = engine.paths(container).socket
     conn, _ = shim.connect(path, {"op": "attach", "stdin": stdin}, wait=None)
+    return _streamed(conn, lambda rows, cols: shim.call(path, "resize", rows=rows, cols=cols),
+                     tty, stdin, framed=not tty)  # fmt: skip
+
+
+def _streamed(conn, resize, tty: bool, stdin: bool, framed: bool) -> str | int | None:
+    """_pump with this terminal: with a tty, raw, and its size passed on
+    through RESIZE(rows, cols) now and on every SIGWINCH."""
+    import signal
+
     terminal = tty and os.isatty(0)
     saved = _raw_terminal() if terminal else None
     if terminal:
-        _resize(path)
-        signal.signal(signal.SIGWINCH, lambda *_: _resize(path))
+        _resize(resize)
+        signal.signal(signal.SIGWINCH, lambda *_: _resize(resize))
     try:
-        return _pump(conn, tty, stdin)
+        return _pump(conn, tty, stdin, framed)
     finally:
         if saved is not None:
             import termios
@@ -169,22 +189,31 @@ def _attached(engine, container, tty: bool, stdin: bool) -> str:
         conn.close()
 
 
-def _pump(conn, tty: bool, stdin: bool) -> str:
+def _pump(conn, tty: bool, stdin: bool, framed: bool) -> str | int | None:
+    """Copy CONN's stream to stdout (Docker's frames, to stdout and stderr,
+    when FRAMED) and stdin to CONN until it ends: "detached" when the user
+    typed the detach keys (a tty), else the exit code an exec's last frame
+    carried (None without one)."""
     import select
     import socket
+
+    from capsa.engine.shim import receive
+
     readers = [conn] + ([sys.stdin.fileno()] if stdin else [])
     frames = b""
     previous = b""
+    exit_code = None
     while True:
         ready, _, _ = select.select(readers, [], [])
         if conn in ready:
-            data = conn.recv(65536)
+            data = receive(conn)
             if not data:
-                return "exited"
-            if tty:
+                return exit_code
+            if not framed:
                 os.write(1, data)
             else:
-                frames = _write_frames(frames + data)
+                frames, code = _write_frames(frames + data)
+                exit_code = code if code is not None else exit_code
         if stdin and sys.stdin.fileno() in ready:
             data = os.read(0, 65536)
             if not data:
@@ -197,17 +226,20 @@ def _pump(conn, tty: bool, stdin: bool) -> str:
             conn.sendall(data)
 
 
-def _write_frames(buffer: bytes) -> bytes:
-    """Write every complete Docker stream frame; return the rest."""
-    import struct
+def _write_frames(buffer: bytes) -> tuple[bytes, int | None]:
+    """Write every complete Docker stream frame: (the rest, the exit code
+    if an exec's last frame came)."""
+    from capsa.engine import execs
+    from capsa.shim import protocol
 
-    while len(buffer) >= 8:
-        kind, length = buffer[0], struct.unpack(">I", buffer[4:8])[0]
-        if len(buffer) < 8 + length:
-            break
-        os.write(2 if kind == 2 else 1, buffer[8:8 + length])
-        buffer = buffer[8 + length:]
-    return buffer
+    frames, rest = protocol.read_frames(buffer)
+    exit_code = None
+    for stream, payload in frames:
+        if stream == protocol.EXIT:
+            exit_code = execs.exit_code_of(payload)
+        else:
+            os.write(2 if stream == protocol.STDERR else 1, payload)
+    return rest, exit_code
 
 
 def _raw_terminal():
@@ -219,12 +251,10 @@ def _raw_terminal():
     return saved
 
 
-def _resize(path: str) -> None:
-    from capsa.engine import shim
-
+def _resize(resize) -> None:
     size = os.get_terminal_size(0)
     try:
-        shim.call(path, "resize", rows=size.lines, cols=size.columns)
+        resize(size.lines, size.columns)
     except CapsaError:
         pass
 
@@ -247,19 +277,24 @@ def add_exec_flags(p) -> None:
 
 
 def cmd_exec(args) -> int:
-    import subprocess
-
     from capsa.cli.containers import open_engine
+    from capsa.engine.execs import ExecFailed, ended_with
 
     if not args.command:
         raise InvalidArgument("exec needs a command to run")
     engine = open_engine(args)
     container = engine.containers.lookup(args.container)
-    result = engine.exec(container, args.command, env=args.env, workdir=args.workdir, user=args.user,
-                         tty=args.tty, detach=args.detach,
-                         stdin=None if args.interactive or args.tty else subprocess.DEVNULL)  # fmt: skip
-    sys.stderr.write(result.stderr)
-    return result.returncode
+    try:
+        process = engine.exec(container, args.command, env=args.env, workdir=args.workdir, user=args.user,
+                              tty=args.tty, stdin=args.interactive, detach=args.detach,
+                              privileged=args.privileged)  # fmt: skip
+    except ExecFailed as err:
+        sys.stderr.write(f"capsa: {err}\n")
+        return err.exit_code
+    if args.detach:
+        return 0
+    ended = _streamed(process.conn, process.resize, args.tty, args.interactive, framed=True)
+    return 0 if ended == "detached" else ended_with(ended)
 
 
 def _attach_flags(p) -> None:

@@ -7,17 +7,18 @@ bundle to a new shim; everything after asks the shim, and copies what it
 says into the record, which therefore stays true after the shim is gone.
 """
 
-import dataclasses
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 
-from capsa.engine import names, runtimes, shim
-from capsa.engine.paths import Paths, default_state
-from capsa.engine.records import Container, Containers, new_id, now
+from capsa import record
+from capsa.engine import execs, names, runtimes, shim
+from capsa.engine.paths import Paths, default_state, new_id
+from capsa.engine.records import Container, Containers, now
 from capsa.engine.volumes import Volumes
 from capsa.errors import AlreadyExists, CapsaError, FailedPrecondition, NotFound
 from capsa.images.store import Image, ImageStore
@@ -56,9 +57,10 @@ class Engine:
 
     # -- create
 
-    def create(self, options, pull=None) -> Container:
-        """A new container from OPTIONS; PULL(name) is called when the image
-        is not in the store (the CLI pulls it with progress)."""
+    def create(self, options, pull=None, container_id: str | None = None) -> Container:
+        """A new container from OPTIONS, with CONTAINER_ID if given (a new
+        one by default); PULL(name) is called when the image is not in the
+        store (the CLI pulls it with progress)."""
         image = self._image(options.image, pull)
         image_defaults(options, json.loads(self.images.content.read(image.id)).get("config") or {})
         from capsa.engine import bundle  # the spec's modules: only create needs them
@@ -67,9 +69,9 @@ class Engine:
         self.wiring.resolve_mode(options)
         runtime = runtimes.resolve(options.runtime)
         name = names.check(options.name) if options.name else names.generate(self.containers.name_taken)
-        container = Container(id=new_id(), name=name, image=image.id, image_name=options.image,
+        container = Container(id=container_id or new_id(), name=name, image=image.id, image_name=options.image,
                               created=time.time(), state="created", runtime=runtime,
-                              config=dataclasses.asdict(options))  # fmt: skip
+                              config=record.asdict(options))  # fmt: skip
         container = self._add(container, name_given=bool(options.name))
         try:
             self.wiring.plan(container.id, options)
@@ -93,7 +95,7 @@ class Engine:
             except AlreadyExists:
                 if name_given:
                     raise
-                container = dataclasses.replace(container, name=names.generate(self.containers.name_taken))
+                container = record.replace(container, name=names.generate(self.containers.name_taken))
         self.containers.add(container)
         return container
 
@@ -116,9 +118,11 @@ class Engine:
 
     # -- start, and what the shim says
 
-    def start(self, container: Container, attach_first: bool = False) -> Container:
-        """Start CONTAINER under a new shim; ATTACH_FIRST: its program
-        starts when the first client attaches (a foreground `run -it`)."""
+    def start(self, container: Container, attach_first: bool = False,
+              standby: shim.Standby | None = None) -> Container:  # fmt: skip
+        """Start CONTAINER under a new shim (STANDBY's, if one was started
+        ahead); ATTACH_FIRST: its program starts when the first client
+        attaches (a foreground `run -it`)."""
         container = self.refresh(container)
         if container.state in ACTIVE:
             return container
@@ -130,7 +134,8 @@ class Engine:
             bundle.mount_rootfs(self, container, self.images.get(container.image))
         os.makedirs(paths.state, mode=0o700, exist_ok=True)
         self.wiring.connect(container)
-        answer = shim.start(self._shim_args(container, paths) + (["--start-on-attach"] if attach_first else []))
+        args = self._shim_args(container, paths) + (["--start-on-attach"] if attach_first else [])
+        answer = shim.start(container.id, paths.state, args, standby)
         self.containers.update(container.id, state="running", pid=answer["pid"], exit_code=0,
                                oom_killed=0, started_at=now(), finished_at="")  # fmt: skip
         return self.containers.get(container.id)
@@ -198,6 +203,8 @@ class Engine:
         return self.containers.get(container.id)
 
     def _runtime(self, container: Container, *args: str, check: bool = False) -> subprocess.CompletedProcess:
+        import subprocess  # 9 ms of imports: only rm, pause and recovery run the runtime here
+
         paths = self.paths(container)
         result = subprocess.run([container.runtime, "--root", paths.runtime_root, *args], text=True,
                                 stdin=subprocess.DEVNULL, capture_output=True, check=False)  # fmt: skip
@@ -225,7 +232,9 @@ class Engine:
         except shim.ShimGone:
             self._runtime(container, "kill", container.id, str(signum), check=True)
 
-    def stop(self, container: Container, timeout: int | None = None) -> Container:
+    def stop(self, container: Container, timeout: int | None = None, signum: int | None = None) -> Container:
+        """Stop CONTAINER: its stop signal (or SIGNUM), SIGKILL after TIMEOUT
+        seconds; a restart that is pending is called off."""
         container = self.refresh(container)
         if container.state not in ACTIVE:
             return container
@@ -233,8 +242,9 @@ class Engine:
             self.unpause(container)
         if timeout is None:
             timeout = container.config.get("stop_timeout") or STOP_TIMEOUT
+        signal_field = {"signal": signum} if signum is not None else {}
         try:
-            shim.call(self.paths(container).socket, "stop", wait=None, timeout=timeout)
+            shim.call(self.paths(container).socket, "stop", wait=None, timeout=timeout, **signal_field)
         except shim.ShimGone:
             self._runtime(container, "kill", container.id, "KILL")
         return self._settle(container)
@@ -271,18 +281,24 @@ class Engine:
     # -- exec
 
     def exec(self, container: Container, argv: list[str], env=(), workdir: str | None = None,
-             user: str | None = None, tty: bool = False, detach: bool = False, stdin=None,
-             capture: bool = False) -> subprocess.CompletedProcess:  # fmt: skip
-        """Run ARGV in the running container through `<runtime> exec`, with
-        the container's process settings; Docker's 126/127 for a command
-        that cannot run or is not found. stderr is always captured (text)."""
-        import tempfile
-
-        from capsa.engine import users
-
+             user: str | None = None, tty: bool = False, stdin: bool = False, detach: bool = False,
+             privileged: bool = False) -> execs.ExecStream:  # fmt: skip
+        """Have the container's shim run ARGV in it, with the container's
+        process settings; the stream to read its output and exit code from.
+        ExecFailed (Docker's 126, 127 when not found) if it cannot run."""
         container = self.refresh(container)
+        if container.state == "paused":
+            raise FailedPrecondition(f"Container {container.id} is paused, unpause the container before exec")
         if container.state != "running":
             raise FailedPrecondition(f"Container {container.id} is not running")
+        process = self._exec_process(container, argv, env, workdir, user, tty, privileged)
+        return execs.start(self.paths(container).socket, process, stdin, detach)
+
+    def _exec_process(self, container: Container, argv: list[str], env, workdir: str | None,
+                      user: str | None, tty: bool, privileged: bool) -> dict:  # fmt: skip
+        """The container's process (config.json's) with exec's flags applied."""
+        from capsa.engine import users
+
         paths = self.paths(container)
         with open(paths.in_bundle("config.json")) as f:
             process = json.load(f)["process"]
@@ -292,17 +308,13 @@ class Engine:
         if user:
             found = users.resolve(paths.rootfs, user, [])
             process["user"] = {"uid": found.uid, "gid": found.gid, "additionalGids": list(found.additional_gids)}
-        with tempfile.NamedTemporaryFile("w", dir=paths.bundle, prefix="exec-", suffix=".json") as spec:
-            json.dump(process, spec)
-            spec.flush()
-            command = [container.runtime, "--root", paths.runtime_root, "exec", "--process", spec.name,
-                       *(["--detach"] if detach else []), container.id]  # fmt: skip
-            result = subprocess.run(command, stdin=stdin, stdout=subprocess.PIPE if capture else None,
-                                    stderr=subprocess.PIPE, check=False)  # fmt: skip
-        result.stderr = result.stderr.decode(errors="replace")
-        if result.returncode != 0 and ("executable file not found" in result.stderr or "exec failed" in result.stderr):
-            result.returncode = 127 if "not found" in result.stderr or "no such file" in result.stderr else 126
-        return result
+        if privileged:  # as docker exec --privileged: every capability, the rest as the container's
+            from capsa.engine.spec import current_capabilities
+
+            every = current_capabilities()
+            process["capabilities"] = {**process.get("capabilities", {}), "bounding": every,
+                                       "effective": every, "permitted": every}  # fmt: skip
+        return process
 
     # -- removal
 
@@ -314,11 +326,9 @@ class Engine:
             if not force:
                 raise FailedPrecondition(f"You cannot remove a {container.state} container {container.id}. "
                                          "Stop the container before attempting removal or force remove")  # fmt: skip
-            try:
-                self.kill(container, signal.SIGKILL)
-            except FailedPrecondition:
-                pass
-            container = self._settle(container)
+            # stop, not kill: the shim of a container waiting to be restarted
+            # calls the restart off, and can then be shut down.
+            container = self.stop(container, signum=signal.SIGKILL)
         if not self._retire_shim(container):  # no shim deleted it: the runtime may still know it
             self._runtime(container, "delete", "--force", container.id)
         self.wiring.disconnect(container)

@@ -16,10 +16,20 @@ def default_state() -> str:
     return os.environ.get("CAPSA_STATE") or DEFAULT_STATE
 
 
+def new_id() -> str:
+    """A new id for a container (or a volume, a network): 64 random hex digits."""
+    return os.urandom(32).hex()
+
+
+def state_dir(state: str, container_id: str) -> str:
+    """The container's own directory in STATE (the shim's)."""
+    return os.path.join(state, "containers", container_id)
+
+
 class Paths:
     def __init__(self, root: str, state: str, container_id: str):
         self.bundle = os.path.join(root, "containers", container_id)
-        self.state = os.path.join(state, "containers", container_id)
+        self.state = state_dir(state, container_id)
         self.runtime_root = os.path.join(state, "runtime")
 
     def in_bundle(self, name: str) -> str:

@@ -7,16 +7,15 @@ record is what `ps -a` shows even after the shim is gone.
 """
 
 import json
-import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 
 from capsa.db import Transaction, find
 from capsa.errors import AlreadyExists, InvalidArgument, NotFound
 from capsa.engine import names
+from capsa.record import field, record
 
-@dataclass
+@record
 class Container:
     id: str
     name: str
@@ -36,10 +35,6 @@ class Container:
     @property
     def short_id(self) -> str:
         return self.id[:12]
-
-
-def new_id() -> str:
-    return os.urandom(32).hex()
 
 
 def now() -> str:

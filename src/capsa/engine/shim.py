@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 
 from capsa.errors import CapsaError, FailedPrecondition
@@ -20,20 +19,72 @@ def program() -> list[str]:
     return [path] if path else [sys.executable, "-m", "capsa.shim.main"]
 
 
-def start(args: list[str]) -> dict:
-    """Run capsa-shim ARGS; it answers once the container started (or not)
-    and leaves a shim of its own running: {"pid": ..., "shim_pid": ...}."""
-    result = subprocess.run([*program(), *args], stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, check=False)  # fmt: skip
-    line = result.stdout.strip().splitlines()[-1:] or [""]
+class Standby:
+    """A capsa-shim started before its container is ready (`--standby`): its
+    interpreter and modules load on the other core while the engine makes
+    the bundle. Its command line names the container (ID, and its STATE
+    directory, as any shim's does), so the engine creates the container with
+    that id; start() hands it the flags; cancel() lets it go if it was not
+    started (its owner calls it in any case)."""
+
+    def __init__(self, container_id: str, state: str):
+        self.id = container_id
+        flags_r, self.flags_w = os.pipe2(os.O_CLOEXEC)
+        self.answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            argv = [*program(), "--standby", "--id", container_id, "--state-dir", state]
+            # stdout and stderr on one pipe: the answer is its last line
+            self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, flags_r, 0), (os.POSIX_SPAWN_DUP2, answer_w, 1),
+                (os.POSIX_SPAWN_DUP2, answer_w, 2)])  # fmt: skip
+        finally:
+            for fd in (flags_r, answer_w):
+                os.close(fd)
+
+    def start(self, args: list[str]) -> dict:
+        """Run the shim with ARGS; it answers once the container started (or
+        not) and leaves a shim of its own running: {"pid": ..., "shim_pid": ...}."""
+        try:
+            os.write(self.flags_w, json.dumps(args).encode())
+        except BrokenPipeError:
+            pass  # it died early: its output says why
+        os.close(self.flags_w)
+        self.flags_w = None
+        output = b""
+        while chunk := os.read(self.answer_r, 65536):
+            output += chunk
+        os.close(self.answer_r)
+        _, status = os.waitpid(self.pid, 0)
+        return _answer(output.decode(errors="replace"), status)
+
+    def cancel(self) -> None:
+        """Unless started: no flags come, so the shim exits at once."""
+        if self.flags_w is None:
+            return
+        for fd in (self.flags_w, self.answer_r):
+            os.close(fd)
+        self.flags_w = None
+        os.waitpid(self.pid, 0)
+
+
+def _answer(output: str, status: int) -> dict:
+    line = output.strip().splitlines()[-1:] or [""]
     try:
         answer = json.loads(line[0])
     except ValueError:
-        detail = (result.stderr.strip() or result.stdout.strip() or f"exit status {result.returncode}")
-        raise CapsaError(f"failed to start the container's shim: {detail.splitlines()[-1]}") from None
+        detail = line[0] or f"exit status {os.waitstatus_to_exitcode(status)}"
+        raise CapsaError(f"failed to start the container's shim: {detail}") from None
     if "error" in answer:
         raise CapsaError(answer["error"])
     return answer
+
+
+def start(container_id: str, state: str, args: list[str], standby: Standby | None = None) -> dict:
+    """Start the shim of CONTAINER_ID (STATE: its state directory) with
+    ARGS, in STANDBY if one was started for it; the shim's answer."""
+    if standby is None or standby.id != container_id:
+        standby = Standby(container_id, state)
+    return standby.start(args)
 
 
 def connect(path: str, request: dict, wait: float | None = TIMEOUT) -> tuple[socket.socket, dict]:
@@ -78,6 +129,15 @@ def _read_line(conn: socket.socket) -> dict:
         if end >= 0:
             break
     return json.loads(data)
+
+
+def receive(conn: socket.socket) -> bytes:
+    """The next chunk of a shim's stream, b"" at its end (also when it hung
+    up with our input unread, which reads as ECONNRESET)."""
+    try:
+        return conn.recv(65536)
+    except ConnectionResetError:
+        return b""
 
 
 class ShimGone(CapsaError):

@@ -10,7 +10,8 @@ import shutil
 import sqlite3
 
 from capsa.db import Transaction
-from capsa.engine.records import new_id, now
+from capsa.engine.paths import new_id
+from capsa.engine.records import now
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -106,9 +107,8 @@ def resolve_mounts(engine, container_id: str, options, image_config: dict, rootf
     --tmpfs, plus an anonymous volume for each of the image's VOLUMEs the
     user did not mount over. Volumes are created as needed and recorded as
     the container's."""
-    from dataclasses import replace
-
     from capsa.engine import options as opts
+    from capsa.record import replace
 
     wanted = [opts.parse_volume(spec) for spec in options.volumes]
     wanted += [opts.parse_mount(spec) for spec in options.mounts]

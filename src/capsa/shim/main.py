@@ -1,5 +1,12 @@
 """capsa-shim's entry point: check the flags, fork the shim away, report one line.
 
+`capsa-shim --standby --id ID --state-dir DIR` first loads the shim's
+code, then reads all its flags (the same --id and --state-dir among them)
+as one JSON array on stdin; end of input without them: exit 0, nothing
+done. The engine starts the shim that way before the container's bundle is
+ready, so the interpreter's start-up runs on another core meanwhile instead
+of after it; the command line still says whose shim it is.
+
 The process the engine starts only relays: it forks, the child calls
 setsid() and forks the shim, and the engine's process waits on a pipe for
 the shim's answer, prints it as one JSON line and exits:
@@ -17,7 +24,7 @@ import os
 import sys
 
 from capsa import fastjson
-from capsa.errors import CapsaError
+from capsa.errors import CapsaError, InvalidArgument
 from capsa.shim import records
 from capsa.shim.options import parse_args
 
@@ -30,7 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         os._exit(code)
     try:
+        standby = argv[:1] == ["--standby"]
+        if standby:
+            named, argv = argv[1:], standby_flags()
+            if argv is None:
+                return 0
         opts = parse_args(argv)
+        if standby and opts is not None and named != ["--id", opts.id, "--state-dir", opts.state_dir]:
+            raise InvalidArgument("--standby: the flags on stdin are not for the container named by its "
+                                  "--id and --state-dir")  # fmt: skip
         if opts is None:
             from capsa.shim import options
 
@@ -42,6 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         return _print_answer({"error": f"failed to prepare {err.filename}: {err.strerror}"})
     return launch(opts)
+
+
+def standby_flags() -> list[str] | None:
+    """The flags from stdin, once the modules serve() needs are loaded."""
+    from capsa.shim import service  # noqa: F401 - loaded while the engine still works
+
+    data = b""
+    while chunk := os.read(0, 65536):
+        data += chunk
+    if not data.strip():
+        return None  # the engine gave up on the container
+    try:
+        argv = fastjson.loads(data)
+    except ValueError:
+        argv = None
+    if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
+        raise InvalidArgument("--standby wants the flags as one JSON array of strings on stdin")
+    return argv
 
 
 def prepare_directories(opts) -> None:

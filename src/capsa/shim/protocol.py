@@ -22,7 +22,22 @@ one request line and reads reply lines; errors are `{"error": "<one line>"}`.
                                            otherwise frames, see `frame`), the client's
                                            bytes to the container's stdin. Closed by the
                                            shim when the container exits for good
- {"op":"resize","rows":R,"cols":C}         {"ok":true} (a tty only)
+ {"op":"resize","rows":R,"cols":C          {"ok":true} (a tty only); with exec, the
+  [,"exec":PID]}                           terminal of that exec's process
+ {"op":"exec","process":{...},             runs the OCI process object (config.json's
+  "stdin":bool,"detach":bool}              "process"; "terminal": a tty) in the running
+                                           container, the shim its parent and reaper;
+                                           {"ok":true,"pid":PID} once it runs (its host
+                                           pid: resize's "exec"), an error reply if the
+                                           runtime cannot run it. Detached, the shim
+                                           hangs up then; the stdio is /dev/null (a tty's
+                                           output is thrown away). Else the connection is
+                                           its stream: output as frames (a tty's on
+                                           stream 1), the client's bytes to its stdin
+                                           (when "stdin"; end of file closes a pipe),
+                                           then at its exit a last frame on stream EXIT,
+                                           payload {"exit_code":N}, and the shim hangs
+                                           up. A client that leaves does not end it
  {"op":"shutdown"}                         {"ok":true}, after exit only: the shim runs
                                            `<runtime> delete`, removes its socket, exits
 """
@@ -34,8 +49,9 @@ from capsa.errors import InvalidArgument
 from capsa.shim.options import parse_signal
 
 MAX_REQUEST = 64 * 1024
-OPS = ("status", "wait", "kill", "stop", "attach", "resize", "shutdown")
+OPS = ("status", "wait", "kill", "stop", "attach", "resize", "exec", "shutdown")
 STDOUT, STDERR = 1, 2
+EXIT = 4  # an exec's last frame; Docker's own streams are 0-3 (3: its errors)
 _HEADER = _struct.Struct(">BxxxI")
 
 
@@ -50,6 +66,9 @@ class Request:
         self.stdin: bool = fields.get("stdin", False)
         self.rows: int = fields.get("rows", 0)
         self.cols: int = fields.get("cols", 0)
+        self.exec_pid: int | None = fields.get("exec_pid")
+        self.process: dict = fields.get("process", {})
+        self.detach: bool = fields.get("detach", False)
 
     def __repr__(self) -> str:
         return f"Request({self.op!r})"
@@ -82,6 +101,12 @@ def parse_request(line: bytes) -> Request:
     elif op == "resize":
         fields["rows"] = _size_field(data, "rows")
         fields["cols"] = _size_field(data, "cols")
+        if data.get("exec") is not None:
+            fields["exec_pid"] = _pid_field(data["exec"])
+    elif op == "exec":
+        fields["process"] = _process_field(data.get("process"))
+        fields["stdin"] = _bool_field(data, "stdin")
+        fields["detach"] = _bool_field(data, "detach")
     return Request(op, **fields)
 
 
@@ -103,6 +128,25 @@ def _size_field(data: dict, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 0xFFFF:
         raise InvalidArgument(f"invalid request: bad {name} {value!r}")
     return value
+
+
+def _pid_field(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidArgument(f"invalid request: bad exec {value!r}")
+    return value
+
+
+def _process_field(process) -> dict:
+    """An OCI process object, checked as far as the shim relies on it; the
+    runtime checks the rest."""
+    if not isinstance(process, dict):
+        raise InvalidArgument("invalid request: process must be a JSON object")
+    args = process.get("args")
+    if not isinstance(args, list) or not args or not all(isinstance(arg, str) for arg in args):
+        raise InvalidArgument("invalid request: process.args must be a non-empty list of strings")
+    if not isinstance(process.get("terminal", False), bool):
+        raise InvalidArgument("invalid request: process.terminal must be true or false")
+    return process
 
 
 def reply(**fields) -> bytes:

@@ -5,6 +5,8 @@
     <runtime> [--root R] [runtime args] start|delete [--force] ID
     <runtime> [--root R] [runtime args] kill ID SIGNAL
     <runtime> [--root R] [runtime args] exec --pid-file P ID ARGV...
+    <runtime> [--root R] [runtime args] --log L --log-format json exec --process F
+              --pid-file P --detach [--console-socket S] ID
 
 Any runc-compatible runtime works (capsa-runtime, runc, crun). Children are
 started with posix_spawn: no Python runs between fork and exec, and the
@@ -37,8 +39,8 @@ class RuntimeFailed(CapsaError):
 
 
 class Created:
-    """What `create` produced: the init's pid, the pty master (with a tty),
-    and whatever the runtime printed."""
+    """What `create` (or `exec`) produced: the process's pid, the pty master
+    (with a tty), and whatever the runtime printed."""
 
     def __init__(self, pid: int, master: int | None, output: bytes):
         self.pid = pid
@@ -85,13 +87,64 @@ class Runtime:
                console_path: str | None = None) -> Created:  # fmt: skip
         """Run create with stdio as the container's; read the runtime's own
         output from the drain fds meanwhile, and the pty master from console."""
+        command = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        code, output, master = self._run_serving(command, pid_file, stdio, drain, console,
+                                                 console_path, CREATE_TIMEOUT)  # fmt: skip
+        if code != 0:
+            raise RuntimeFailed(f"failed to create container {self.id}: "
+                                f"{failure_message(output, code)}")  # fmt: skip
+        try:
+            init_pid = self._read_pid(pid_file, "create container")
+            self._check_master(console, master, "create container")
+        except RuntimeFailed:
+            # The runtime did create it: nothing may be left behind.
+            _close_if_open(master)
+            try:
+                self.delete(force=True)
+            except RuntimeFailed:
+                pass
+            raise
+        return Created(init_pid, master, output)
+
+    def exec(self, process_file: str, pid_file: str, log_file: str, stdio: tuple[int, int, int],
+             console=None, console_path: str | None = None) -> Created:  # fmt: skip
+        """Run `exec --detach` of the process in process_file, stdio its own
+        (the pty master comes from console): the runtime leaves it running,
+        an orphan whose reaper is the caller (a child subreaper). The
+        runtime's message comes from its --log: once the process runs,
+        what arrives on stdio is the process's."""
+        log_args = ["--log", log_file, "--log-format", "json"]
+        command = [*log_args, "exec", "--process", process_file, "--pid-file", pid_file, "--detach"]
+        code, _, master = self._run_serving(command, pid_file, stdio, (), console, console_path,
+                                            CALL_TIMEOUT)  # fmt: skip
+        if code != 0:
+            raise RuntimeFailed(f"failed to exec in container {self.id}: "
+                                f"{failure_message(_read_file(log_file), code)}")  # fmt: skip
+        try:
+            pid = self._read_pid(pid_file, "exec in container")
+        except RuntimeFailed:
+            _close_if_open(master)
+            raise
+        try:
+            self._check_master(console, master, "exec in container")
+        except RuntimeFailed:
+            os.kill(pid, 9)  # reaped by the caller as any orphan
+            raise
+        return Created(pid, master, b"")
+
+    def _run_serving(self, command: list[str], pid_file: str, stdio: tuple[int, int, int],
+                     drain: tuple[int, ...], console, console_path: str | None,
+                     timeout: float) -> tuple[int, bytes, int | None]:  # fmt: skip
+        """Run `<runtime> COMMAND [--console-socket S] ID` to its end (a stale
+        pid_file removed first), reading the drain fds and the console
+        meanwhile: (its exit code, what it printed there, the pty master it
+        sent if it succeeded)."""
         try:
             os.unlink(pid_file)
         except FileNotFoundError:
             pass
-        command = ["create", "--bundle", bundle, "--pid-file", pid_file]
         if console_path:
-            command += ["--console-socket", console_path]
+            command = [*command, "--console-socket", console_path]
         pid = self.spawn(self.argv(*command, self.id), *stdio)
         output = bytearray()
         master = []
@@ -103,44 +156,34 @@ class Runtime:
                 output.extend(_read_available(fd))
 
         watched = ([console.fileno()] if console is not None else []) + list(drain)
-        code = wait_child(pid, CREATE_TIMEOUT, watched, on_ready)
+        code = wait_child(pid, timeout, watched, on_ready)
         for fd in drain:
             output.extend(_read_available(fd))
         if code != 0:
             for fd in master:
                 os.close(fd)
-            raise RuntimeFailed(f"failed to create container {self.id}: "
-                                f"{failure_message(bytes(output), code)}")  # fmt: skip
-        # The master may have come in with create's last breath.
+            return code, bytes(output), None
+        # The master may have come in with the runtime's last breath.
         if console is not None and not master and select.select([console], [], [], 0.5)[0]:
             master.append(_receive_console(console))
-        try:
-            init_pid = self._read_pid(pid_file)
-            if console is not None and not master:
-                raise RuntimeFailed(f"failed to create container {self.id}: the runtime sent "
-                                    f"no terminal on the console socket")  # fmt: skip
-        except RuntimeFailed:
-            # The runtime did create it: nothing may be left behind.
-            for fd in master:
-                os.close(fd)
-            try:
-                self.delete(force=True)
-            except RuntimeFailed:
-                pass
-            raise
-        return Created(init_pid, master[0] if master else None, bytes(output))
+        return code, bytes(output), master[0] if master else None
 
-    def _read_pid(self, pid_file: str) -> int:
+    def _read_pid(self, pid_file: str, what: str) -> int:
         try:
             with open(pid_file, "rb") as f:
                 pid = int(f.read().strip() or b"0")
         except (OSError, ValueError) as err:
-            raise RuntimeFailed(f"failed to create container {self.id}: the runtime wrote "
-                                f"no init pid to {pid_file}: {err}") from None  # fmt: skip
+            raise RuntimeFailed(f"failed to {what} {self.id}: the runtime wrote "
+                                f"no pid to {pid_file}: {err}") from None  # fmt: skip
         if pid <= 0:
-            raise RuntimeFailed(f"failed to create container {self.id}: the runtime wrote "
-                                f"no init pid to {pid_file}")  # fmt: skip
+            raise RuntimeFailed(f"failed to {what} {self.id}: the runtime wrote "
+                                f"no pid to {pid_file}")  # fmt: skip
         return pid
+
+    def _check_master(self, console, master: int | None, what: str) -> None:
+        if console is not None and master is None:
+            raise RuntimeFailed(f"failed to {what} {self.id}: the runtime sent "
+                                f"no terminal on the console socket")  # fmt: skip
 
     def start(self) -> None:
         self.call("start", self.id)
@@ -218,6 +261,19 @@ def _logrus_message(line: str) -> str:
     except (ValueError, AttributeError):
         pass
     return line
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _close_if_open(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _read_available(fd: int) -> bytes:

@@ -13,9 +13,10 @@ then runs create and start again. `shutdown` is the one way out, accepted
 only once the container has exited for good.
 
 The shim is the child subreaper of everything it starts, so it reaps every
-child: the init's exit is the container's, the runtime commands and probes
-it started are matched by pid, anything else (a container's orphans when it
-shares the host's pid namespace) is simply reaped.
+child: the init's exit is the container's, the runtime commands, probes
+and exec'd processes it started are matched by pid, anything else (a
+container's orphans when it shares the host's pid namespace) is simply
+reaped.
 """
 
 import os
@@ -48,6 +49,7 @@ class Shim:
         self.streams = Streams(self.loop, self.log, opts.tty, opts.stdin, diag)
         self.server = Server(self.loop, opts.path(records.SOCKET), self.handle)
         self.children: dict[int, object] = {}  # pid -> callback(exit code)
+        self.execs = None  # capsa.shim.execs.Execs, from the first exec on
         self.prober = None
         if opts.health is not None:
             from capsa.shim.health import Prober
@@ -307,15 +309,33 @@ class Shim:
             self._start_created()
 
     def op_resize(self, conn, request) -> None:
-        if not self.opts.tty:
+        from capsa.linux import tty
+
+        if request.exec_pid is not None:
+            if self.execs is None:
+                raise FailedPrecondition(f"no exec with pid {request.exec_pid} is running")
+            master = self.execs.terminal(request.exec_pid)
+        elif not self.opts.tty:
             raise FailedPrecondition(f"container {self.opts.id} has no terminal")
-        if self.streams.master < 0:
+        elif self.streams.master < 0:
             raise FailedPrecondition(f"container {self.opts.id} is not running")
+        else:
+            master = self.streams.master
         try:
-            self.streams.resize(request.rows, request.cols)
+            tty.set_size(master, request.rows, request.cols)
         except OSError as err:
             raise FailedPrecondition(f"failed to resize the terminal: {err.strerror}") from None
         conn.reply(reply(ok=True))
+
+    def op_exec(self, conn, request) -> None:
+        if self.status != "running":
+            raise FailedPrecondition(f"container {self.opts.id} is not running")
+        if self.execs is None:
+            from capsa.shim.execs import Execs  # here: a shim that never runs one stays lean
+
+            self.execs = Execs(self.loop, self.runtime, self.opts.state_dir, self.children)
+        # The console socket lives only while the runtime runs, one command at a time: create's serves.
+        self.execs.start(conn, request, self.opts.path(records.CONSOLE))
 
     def op_shutdown(self, conn, _request) -> None:
         if self.status != "exited":

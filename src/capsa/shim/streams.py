@@ -48,6 +48,18 @@ class RunStdio:
         self.stdin = self.master = -1
         self.close_console()
 
+    def keep_ours(self) -> None:
+        """The runtime has run: close the ends that are the process's now, the
+        console listener, and the drain fds that are not outputs."""
+        for fd in self.close_after_create:
+            _close(fd)
+        self.close_after_create = []
+        self.close_console()
+        for fd in self.drain:
+            if fd not in self.outputs:
+                _close(fd)
+        self.drain = ()
+
     def close_console(self) -> None:
         if self.console is not None:
             self.console.close()
@@ -82,27 +94,11 @@ class Streams:
 
     def prepare(self, console_path: str) -> RunStdio:
         """New descriptors for a run, before the runtime's create."""
-        run = RunStdio()
-        try:
-            if self.tty:
-                _prepare_tty(run, console_path)
-            else:
-                _prepare_pipes(run, self.has_stdin)
-        except BaseException:
-            run.close_all()
-            raise
-        return run
+        return prepare_stdio(self.tty, self.has_stdin, console_path)
 
     def begin(self, run: RunStdio, master: int | None) -> None:
         """create succeeded: drop the container's ends, watch ours."""
-        for fd in run.close_after_create:
-            _close(fd)
-        run.close_after_create = []
-        run.close_console()
-        for fd in run.drain:
-            if fd not in run.outputs:
-                _close(fd)
-        run.drain = ()
+        run.keep_ours()
         if master is not None:
             os.set_blocking(master, False)
             run.master = master
@@ -135,11 +131,6 @@ class Streams:
     @property
     def master(self) -> int:
         return self.run.master
-
-    def resize(self, rows: int, cols: int) -> None:
-        from capsa.linux import tty
-
-        tty.set_size(self.run.master, rows, cols)
 
     # --- descriptors of the run -----------------------------------------------------
 
@@ -334,6 +325,30 @@ class Streams:
             except OSError:
                 pass
             attacher.sock.close()
+
+
+def prepare_stdio(tty: bool, stdin: bool, console_path: str, discard: bool = False) -> RunStdio:
+    """New descriptors for a process the runtime starts (an init, an exec's):
+    pipes, or a console socket for the pty master; without a tty and with
+    discard, /dev/null for all three."""
+    run = RunStdio()
+    try:
+        if tty:
+            _prepare_tty(run, console_path)
+        elif discard:
+            _prepare_null(run)
+        else:
+            _prepare_pipes(run, stdin)
+    except BaseException:
+        run.close_all()
+        raise
+    return run
+
+
+def _prepare_null(run: RunStdio) -> None:
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    run.close_after_create.append(null)
+    run.child = (null, null, null)
 
 
 def _prepare_pipes(run: RunStdio, stdin: bool) -> None:
