@@ -14,9 +14,9 @@ name); they become the same flags `capsa run` checks.
 """
 
 import shlex
-from dataclasses import dataclass
 
 from capsa.errors import CapsaError
+from capsa.record import record
 
 
 class ContainerError(CapsaError):
@@ -28,7 +28,7 @@ class ContainerError(CapsaError):
                          f"{exit_status}: {stderr.decode(errors='replace').strip()}")  # fmt: skip
 
 
-@dataclass
+@record
 class ExecResult:
     exit_code: int
     output: bytes
