@@ -157,7 +157,9 @@ def attach_and_wait(engine, container, stdin: bool) -> int:
     its exit code, or 0 when the user detaches."""
     if _attached(engine, container, tty=bool(container.config.get("tty")), stdin=stdin) == "detached":
         return 0
-    return engine.wait(engine.containers.get(container.id))
+    # The shim hung up: the container exited for good (or the shim is gone).
+    exited = engine.record_exit(container)
+    return exited.exit_code if exited is not None else engine.wait(engine.containers.get(container.id))
 
 
 def _attached(engine, container, tty: bool, stdin: bool) -> str | None:

@@ -190,15 +190,26 @@ class Engine:
     def _shim_lost(self, container: Container, paths: Paths) -> Container:
         """No shim answers: its exit file if it wrote one, else the runtime's
         word on whether the container still runs."""
+        recorded = self.record_exit(container)
+        if recorded is not None:
+            return recorded
+        if self._runtime_status(container) in ("running", "paused", "created"):
+            return container
+        self.containers.update(container.id, state="exited", pid=0, exit_code=UNKNOWN_EXIT, finished_at=now())
+        return self.containers.get(container.id)
+
+    def record_exit(self, container: Container) -> Container | None:
+        """The record marked exited as the shim's exit.json says (None
+        without one), without asking the shim: it writes the file before
+        it answers a wait or hangs up on an attacher."""
         try:
-            with open(paths.exit_file) as f:
+            with open(self.paths(container).exit_file) as f:
                 done = json.load(f)
             fields = {"exit_code": done["exit_code"], "oom_killed": int(bool(done.get("oom_killed"))),
-                      "finished_at": done.get("finished_at", "")}  # fmt: skip
+                      "finished_at": done.get("finished_at", ""),
+                      "restart_count": done.get("restart_count", container.restart_count)}  # fmt: skip
         except (FileNotFoundError, ValueError, KeyError):
-            if self._runtime_status(container) in ("running", "paused", "created"):
-                return container
-            fields = {"exit_code": UNKNOWN_EXIT, "finished_at": now()}
+            return None
         self.containers.update(container.id, state="exited", pid=0, **fields)
         return self.containers.get(container.id)
 
@@ -259,11 +270,14 @@ class Engine:
         """Block until the container exits for good; its exit code."""
         container = self.refresh(container)
         if container.state in ACTIVE:
+            paths = self.paths(container)
             try:
-                shim.call(self.paths(container).socket, "wait", wait=None)
+                shim.call(paths.socket, "wait", wait=None)
             except shim.ShimGone:
                 pass
-            container = self._settle(container)
+            # exit.json is written before the shim answers, which it does
+            # before the runtime's delete: no need to ask it again meanwhile.
+            container = self.record_exit(container) or self._settle(container)
         return container.exit_code
 
     def pause(self, container: Container) -> None:
@@ -329,9 +343,12 @@ class Engine:
             # stop, not kill: the shim of a container waiting to be restarted
             # calls the restart off, and can then be shut down.
             container = self.stop(container, signum=signal.SIGKILL)
+        # The network and the rootfs first: meanwhile the shim may still be
+        # running the runtime's delete, which the shutdown then waits for.
+        self.wiring.disconnect(container)
+        self._remove_bundle(container)
         if not self._retire_shim(container):  # no shim deleted it: the runtime may still know it
             self._runtime(container, "delete", "--force", container.id)
-        self.wiring.disconnect(container)
         self._remove_files(container)
         anonymous = self.volumes.anonymous_of(container.id)
         self.containers.delete(container.id)
@@ -351,11 +368,14 @@ class Engine:
         return retired
 
     def _remove_files(self, container: Container) -> None:
+        self._remove_bundle(container)
+        shutil.rmtree(self.paths(container).state, ignore_errors=True)
+
+    def _remove_bundle(self, container: Container) -> None:
         paths = self.paths(container)
         if os.path.ismount(paths.rootfs):
             mounts.umount(paths.rootfs, mounts.MNT_DETACH)
         shutil.rmtree(paths.bundle, ignore_errors=True)
-        shutil.rmtree(paths.state, ignore_errors=True)
 
     def rename(self, container: Container, new_name: str) -> None:
         self.containers.rename(container, new_name)

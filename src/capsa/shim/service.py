@@ -9,8 +9,10 @@ The container's life as the shim drives it:
 
 On every exit the shim drains the output, reads the OOM counter, writes
 exit.json, and runs `<runtime> delete` (the cgroup goes with it); a restart
-then runs create and start again. `shutdown` is the one way out, accepted
-only once the container has exited for good.
+then runs create and start again. An exit for good is told to the waiters
+and attachers before that delete (requests that come meanwhile are served
+once it is done). `shutdown` is the one way out, accepted only once the
+container has exited for good.
 
 The shim is the child subreaper of everything it starts, so it reaps every
 child: the init's exit is the container's, the runtime commands, probes
@@ -171,10 +173,13 @@ class Shim:
         then = f", restarting in {delay:g}s" if delay is not None else ""
         self.diag.write("info", f"container exited with {code}{oom}{then}")
         self._write_exit()
-        self._delete()
         if delay is None:
+            # The waiters first: the exit is known, and what the engine does
+            # next (the network, the rootfs) can overlap the runtime's delete.
             self._finish()
+            self._delete()
             return
+        self._delete()
         self.status = "restarting"
         self.restart_timer = self.loop.call_later(delay, self._restart)
 
