@@ -20,6 +20,13 @@ def test_run_rm_prints_output_and_returns_the_exit_code(capsa):
     assert capsa("ps", "-aq").stdout == ""
 
 
+def test_only_a_container_run_with_rm_has_a_volatile_rootfs(capsa):
+    show_root = ["sh", "-c", "grep '^overlay / ' /proc/mounts"]
+    assert "volatile" in capsa("run", "--rm", "busybox", *show_root).stdout  # (newer kernels say fsync=volatile)
+    assert "volatile" not in capsa("run", "--name", "kept", "busybox", *show_root).stdout
+    capsa("rm", "kept")
+
+
 def test_detached_run_ps_logs_stop_rm(capsa):
     cid = capsa("run", "-d", "--name", "web", "busybox", "sh", "-c",
                 "trap 'echo bye; exit 0' TERM; echo hello; while true; do sleep 0.1; done").stdout.strip()

@@ -52,14 +52,18 @@ def add_init(document: dict) -> None:
 
 def mount_rootfs(engine, container, image: Image) -> str:
     """Mount IMAGE at the bundle's rootfs over the container's own upper
-    directory (kept across restarts); "overlay" or "copy"."""
+    directory (kept across restarts); "overlay" or "copy". The upper
+    directory of a container removed at its exit (--rm) is volatile, as
+    podman makes it: nothing it writes is worth a sync, and unmounting it
+    then syncs nothing either."""
     paths = engine.paths(container)
     upper, work = paths.in_bundle("upper"), paths.in_bundle("work")
     for directory in (paths.rootfs, upper, work):
         os.makedirs(directory, mode=0o755, exist_ok=True)
     if os.listdir(paths.rootfs):
         return "copy"  # copied before: where overlayfs is missing the copy is the container's
-    return image_rootfs.mount(engine.images, image, paths.rootfs, upper, work)
+    volatile = bool(container.config.get("rm"))
+    return image_rootfs.mount(engine.images, image, paths.rootfs, upper, work, volatile=volatile)
 
 
 def network_files(engine, container, options: RunOptions) -> tuple[str, str | None, dict[str, str]]:

@@ -10,10 +10,10 @@ from capsa.images.store import Image, ImageStore
 
 
 def mount(store: ImageStore, image: Image, target: str, upper: str, work: str,
-          copy: bool | None = None) -> str:  # fmt: skip
+          copy: bool | None = None, volatile: bool = False) -> str:  # fmt: skip
     """Make TARGET the image's rootfs; returns "overlay" or "copy" (what
     unmount needs). COPY forces the choice; by default overlay if the
-    kernel has it."""
+    kernel has it. VOLATILE: an overlay whose writes are never synced."""
     if copy is None:
         copy = not snapshots.overlay_available()
     if copy:
@@ -22,7 +22,7 @@ def mount(store: ImageStore, image: Image, target: str, upper: str, work: str,
     lowers = store.snapshots.lowerdirs(image.chain) if image.chain else []
     if not lowers:  # an image without layers: overlayfs still wants a lowerdir
         lowers.append(_empty_dir(store))
-    snapshots.mount_overlay(lowers, upper, work, target)
+    snapshots.mount_overlay(lowers, upper, work, target, volatile)
     return "overlay"
 
 

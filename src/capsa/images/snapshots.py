@@ -9,6 +9,7 @@ options short (see mount_overlay). Where overlayfs is unavailable, a
 container's rootfs is built by applying the layers' blobs in order instead.
 """
 
+import errno
 import os
 import shutil
 import sqlite3
@@ -98,20 +99,29 @@ def overlay_available() -> bool:
         return any(line.split()[-1] == "overlay" for line in f if line.strip())
 
 
-def mount_overlay(lowerdirs: list[str], upper: str, work: str, target: str) -> None:
+def mount_overlay(lowerdirs: list[str], upper: str, work: str, target: str,
+                  volatile: bool = False) -> None:  # fmt: skip
     """Mount an overlay of LOWERDIRS (top first) with UPPER/WORK at TARGET.
+    VOLATILE: UPPER is never synced to disk (what a container removed at
+    its exit writes): unmounting it then costs no sync of the filesystem.
 
     With many layers the absolute lowerdir paths outgrow the one page of
     mount options, so, as containerd does, the mount is made from a child
     that has changed into the snapshots directory and names layers relative
     to it ("12:11:7" instead of full paths)."""
-    options = f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work},index=off"
+    extra = ",volatile" if volatile else ""
+    options = f"lowerdir={':'.join(lowerdirs)},upperdir={upper},workdir={work},index=off{extra}"
     if len(options) <= MOUNT_DATA_MAX:
-        mounts.mount("overlay", target, "overlay", 0, options)
+        try:
+            mounts.mount("overlay", target, "overlay", 0, options)
+        except OSError as err:
+            if not volatile or err.errno != errno.EINVAL:
+                raise
+            mount_overlay(lowerdirs, upper, work, target)  # a kernel before 5.10 has no volatile
         return
     parent = os.path.commonpath(lowerdirs)
     relative = ":".join(os.path.relpath(d, parent) for d in lowerdirs)
-    options = f"lowerdir={relative},upperdir={upper},workdir={work},index=off"
+    options = f"lowerdir={relative},upperdir={upper},workdir={work},index=off{extra}"
     if len(options) > MOUNT_DATA_MAX:
         raise FailedPrecondition(f"failed to mount the rootfs at {target}: {len(lowerdirs)} layers "
                                  "are more than an overlay mount can name")  # fmt: skip
