@@ -33,7 +33,8 @@ import capsa
 # scripts/install-launchers writes capsa-runtime's launcher from this text
 # (a unit test keeps the two equal); anything else is run as a program.
 LAUNCHER = """#!{python} -IS
-import sys
+import gc, sys
+gc.set_threshold(50000, 20, 20)
 sys.path.insert(0, {src!r})
 from capsa.runtime.cli import main
 sys.exit(main())
