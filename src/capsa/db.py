@@ -7,9 +7,9 @@ transaction (`with Transaction(conn):`). The schema is built by MIGRATIONS,
 applied in order on open; `PRAGMA user_version` counts those applied.
 """
 
+import _thread
 import os
 import sqlite3
-import threading
 
 FILE = "capsa.db"
 
@@ -110,7 +110,7 @@ class Connection(sqlite3.Connection):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()  # threading's, without threading's imports
 
 
 _HEX = frozenset("0123456789abcdef")

@@ -16,7 +16,7 @@ import signal
 import time
 
 from capsa import record
-from capsa.engine import execs, names, runtimes, shim
+from capsa.engine import names, runtimes, shim
 from capsa.engine.paths import Paths, default_state, new_id
 from capsa.engine.records import Container, Containers, now
 from capsa.engine.volumes import Volumes
@@ -300,6 +300,8 @@ class Engine:
         """Have the container's shim run ARGV in it, with the container's
         process settings; the stream to read its output and exit code from.
         ExecFailed (Docker's 126, 127 when not found) if it cannot run."""
+        from capsa.engine import execs
+
         container = self.refresh(container)
         if container.state == "paused":
             raise FailedPrecondition(f"Container {container.id} is paused, unpause the container before exec")
