@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -132,70 +133,62 @@ class Terminal:
         os.write(self.master, text)
 
 
-def test_interactive_terminal_resize_and_detach(capsa):
-    master, slave = pty.openpty()
+@contextmanager
+def driven_terminal(capsa, *args: str):
+    """`capsa ARGS` on a pty of 30x100 the test drives: (the CLI, its Terminal, the master)."""
     from capsa.linux.tty import set_size
 
+    master, slave = pty.openpty()
     set_size(master, 30, 100)
-    cli = subprocess.Popen(capsa.argv("run", "-it", "--name", "term", "busybox", "sh"), env=capsa.env,
-                           stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+    cli = subprocess.Popen(capsa.argv(*args), env=capsa.env, stdin=slave, stdout=slave, stderr=slave,
+                           start_new_session=True)  # fmt: skip
     os.close(slave)
-    term = Terminal(master)
     try:
+        yield cli, Terminal(master), master
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+        os.close(master)
+
+
+def check_resize(cli, term: Terminal, master: int) -> None:
+    """The size the shell sees, then again after the terminal grew (SIGWINCH to the CLI)."""
+    from capsa.linux.tty import set_size
+
+    term.type(b"stty size\r")
+    term.expect(b"30 100")
+    term.prompt()
+    set_size(master, 40, 120)
+    os.kill(cli.pid, signal.SIGWINCH)
+    time.sleep(0.3)
+    term.type(b"stty size\r")
+    term.expect(b"40 120")
+    term.prompt()
+
+
+def test_interactive_terminal_resize_and_detach(capsa):
+    with driven_terminal(capsa, "run", "-it", "--name", "term", "busybox", "sh") as (cli, term, master):
         term.prompt()  # the first prompt shows: capsa attaches before the shell starts
         term.type(b"echo answer-$((6*7))\r")
         term.expect(b"answer-42")
         term.prompt()
-        term.type(b"stty size\r")
-        term.expect(b"30 100")
-        term.prompt()
-        set_size(master, 40, 120)
-        os.kill(cli.pid, signal.SIGWINCH)
-        time.sleep(0.3)
-        term.type(b"stty size\r")
-        term.expect(b"40 120")
-        term.prompt()
+        check_resize(cli, term, master)
         term.type(b"\x10\x11")  # Ctrl-P Ctrl-Q: detach, the container keeps running
         assert cli.wait(timeout=10) == 0
         assert inspect(capsa, "term")["State"]["Running"]
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
-        os.close(master)
 
 
 def test_exec_interactive_terminal_resize_and_exit_code(capsa):
     capsa("run", "-d", "--name", "box", "busybox", "sleep", "100")
-    master, slave = pty.openpty()
-    from capsa.linux.tty import set_size
-
-    set_size(master, 30, 100)
-    cli = subprocess.Popen(capsa.argv("exec", "-it", "box", "sh"), env=capsa.env, stdin=slave, stdout=slave,
-                           stderr=slave, start_new_session=True)  # fmt: skip
-    os.close(slave)
-    term = Terminal(master)
-    try:
+    with driven_terminal(capsa, "exec", "-it", "box", "sh") as (cli, term, master):
         term.prompt()
         term.type(b"echo answer-$((6*7)) $(tty)\r")
         term.expect(b"answer-42 /dev/pts/")
         term.prompt()
-        term.type(b"stty size\r")
-        term.expect(b"30 100")
-        term.prompt()
-        set_size(master, 40, 120)
-        os.kill(cli.pid, signal.SIGWINCH)
-        time.sleep(0.3)
-        term.type(b"stty size\r")
-        term.expect(b"40 120")
-        term.prompt()
+        check_resize(cli, term, master)
         term.type(b"exit 7\r")
         assert cli.wait(timeout=10) == 7
-    finally:
-        if cli.poll() is None:
-            cli.kill()
-            cli.wait()
-        os.close(master)
     assert inspect(capsa, "box")["State"]["Running"]
 
 

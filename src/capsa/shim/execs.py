@@ -28,7 +28,7 @@ from capsa import fastjson
 from capsa.errors import FailedPrecondition
 from capsa.shim.loop import HUP, IN, OUT
 from capsa.shim.protocol import EXIT, STDERR, STDOUT, frame, reply
-from capsa.shim.streams import RunStdio, prepare_stdio
+from capsa.shim.streams import RunStdio, prepare_stdio, read_output
 
 CLIENT_HIGH = 1 << 20  # unsent output: stop reading the process's
 STDIN_HIGH = 256 << 10  # unwritten stdin: stop reading the client
@@ -149,12 +149,9 @@ class Exec:
 
     def _read_output(self, fd: int) -> bool:
         """Read once from an output; False when there is nothing (more) now."""
-        try:
-            data = os.read(fd, _READ)
-        except BlockingIOError:
+        data = read_output(fd)
+        if data is None:
             return False
-        except OSError:  # EIO from a pty master once every slave fd is closed
-            data = b""
         if not data:
             self._output_ended(fd)
             return False

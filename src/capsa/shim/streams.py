@@ -147,12 +147,9 @@ class Streams:
 
     def _read_output(self, fd: int) -> bool:
         """Read once from an output; False when there is nothing (more) now."""
-        try:
-            data = os.read(fd, _READ)
-        except BlockingIOError:
+        data = read_output(fd)
+        if data is None:
             return False
-        except OSError:  # EIO from a pty master once every slave fd is closed
-            data = b""
         stream = self.run.outputs[fd]
         if not data:
             self._output_ended(fd, stream)
@@ -408,6 +405,17 @@ def bind_unix(path: str, backlog: int):
     finally:
         os.umask(old_umask)
     return sock
+
+
+def read_output(fd: int) -> bytes | None:
+    """One read of a process's output: None when there is nothing now, b""
+    at its end (a pty master reads EIO once every slave fd is closed)."""
+    try:
+        return os.read(fd, _READ)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def _close(fd: int) -> None:
