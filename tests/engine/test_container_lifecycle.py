@@ -29,6 +29,7 @@ def test_exec_output_exit_codes_and_env(capsa):
     assert (result.returncode, result.stdout) == (4, "12\n/tmp\n")
     assert capsa("exec", "box", "no-such-program", check=False).returncode == 127
     assert capsa("exec", "-u", "65534", "box", "id", "-u").stdout == "65534\n"
+    assert "unable to find user nobody-here" in capsa.fails("exec", "-u", "nobody-here", "box", "id", code=126)
 
 
 def shim_pid(capsa, name: str) -> int:
@@ -254,6 +255,7 @@ def test_killing_the_cli_or_the_shims(capsa):
                 os.kill(int(line), signal.SIGKILL)
     # With the shim gone the container still runs; ps says so, stop and rm clean up.
     assert "Up" in capsa("ps", "-a", "--filter", "name=survivor").stdout
+    assert "the container's shim is gone" in capsa.fails("exec", "survivor", "true", code=1)
     capsa("rm", "-f", "survivor")
 
 

@@ -20,7 +20,7 @@ from capsa.engine import names, runtimes, shim
 from capsa.engine.paths import Paths, default_state, new_id
 from capsa.engine.records import Container, Containers, now
 from capsa.engine.volumes import Volumes
-from capsa.errors import AlreadyExists, CapsaError, FailedPrecondition, NotFound
+from capsa.errors import AlreadyExists, CapsaError, FailedPrecondition, InvalidArgument, NotFound
 from capsa.images.store import Image, ImageStore
 from capsa.linux import mount as mounts
 
@@ -307,7 +307,10 @@ class Engine:
             raise FailedPrecondition(f"Container {container.id} is paused, unpause the container before exec")
         if container.state != "running":
             raise FailedPrecondition(f"Container {container.id} is not running")
-        process = self._exec_process(container, argv, env, workdir, user, tty, privileged)
+        try:
+            process = self._exec_process(container, argv, env, workdir, user, tty, privileged)
+        except InvalidArgument as err:  # an unknown --user: the exec cannot run, Docker's 126
+            raise execs.ExecFailed(str(err)) from None
         return execs.start(self.paths(container).socket, process, stdin, detach)
 
     def _exec_process(self, container: Container, argv: list[str], env, workdir: str | None,

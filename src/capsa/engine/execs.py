@@ -59,6 +59,9 @@ def start(socket_path: str, process: dict, stdin: bool, detach: bool) -> ExecStr
         conn, answer = shim.connect(socket_path, request, wait=None)
     except FailedPrecondition as err:  # the shim's answer: the runtime could not run it
         raise ExecFailed(str(err)) from None
+    except shim.ShimGone:
+        raise CapsaError("failed to exec: the container's shim is gone (it was killed); "
+                         "`capsa rm -f` removes what is left") from None
     if detach:
         conn.close()
         conn = None
