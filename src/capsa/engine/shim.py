@@ -28,7 +28,7 @@ class Standby:
     started (its owner calls it in any case)."""
 
     def __init__(self, container_id: str, state: str):
-        self.id = container_id
+        self.id, self.state = container_id, state
         flags_r, self.flags_w = os.pipe2(os.O_CLOEXEC)
         self.answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -82,8 +82,8 @@ def _answer(output: str, status: int) -> dict:
 def start(container_id: str, state: str, args: list[str], standby: Standby | None = None) -> dict:
     """Start the shim of CONTAINER_ID (STATE: its state directory) with
     ARGS, in STANDBY if one was started for it; the shim's answer."""
-    if standby is None or standby.id != container_id:
-        standby = Standby(container_id, state)
+    if standby is None or (standby.id, standby.state) != (container_id, state):
+        standby = Standby(container_id, state)  # none, or named for another: its owner lets it go
     return standby.start(args)
 
 

@@ -121,14 +121,15 @@ class _Exec:
 
     def run(self) -> int:
         from capsa.linux import proc
-        from capsa.runtime import proc_exec, seccomp
+        from capsa.runtime import proc_exec
+        from capsa.runtime.container import seccomp_program
 
         if not self.req.detach:
             proc.set_child_subreaper()
         console_fd = self._console()
         ctx = {"config": self.st.config, "process": self.process, "init_pid": self.st.pid,
                "console_fd": console_fd, "preserve_fds": self.req.preserve_fds,
-               "seccomp_program": seccomp.program_for(self.st.config, self.st.root)}  # fmt: skip
+               "seccomp_program": seccomp_program(self.st.config, self.st.root)}  # fmt: skip
         parent, child = sync.Channel.pair()
         pid = os.fork()
         if pid == 0:

@@ -294,13 +294,6 @@ def compile(seccomp: dict) -> bytes:  # noqa: A001 - what it does, as re.compile
         scmp.release(ctx)
 
 
-def program_for(config: dict, root: str) -> bytes | None:
-    """The compiled filter of CONFIG's linux.seccomp (None without one), for
-    the runtime to compute before it forks the container's processes."""
-    seccomp = config.get("linux", {}).get("seccomp")
-    return cached_program(seccomp, root) if seccomp else None
-
-
 def cached_program(seccomp: dict, root: str) -> bytes:
     """compile(SECCOMP), kept in the runtime's ROOT under the digest of the
     section: a container with the same profile as an earlier one skips
