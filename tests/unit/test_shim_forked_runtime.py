@@ -1,6 +1,6 @@
-"""Which runtimes the shim runs in a fork of itself (the fast path): only the
-capsa-runtime launcher that scripts/install-launchers writes, for this source
-tree, on the interpreter binary the shim runs on."""
+"""Which runtimes the shim runs in forks of its zygote (the fast path): only
+the capsa-runtime launcher that scripts/install-launchers writes, for this
+source tree, on the interpreter binary the shim runs on; and the zygote."""
 
 import importlib.machinery
 import importlib.util
@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from capsa.shim.forked_runtime import LAUNCHER, is_launcher, recognises
-from capsa.shim.runtime import Runtime
+from capsa.shim.forked_runtime import LAUNCHER, Zygote, is_launcher, recognises
+from capsa.shim.runtime import Runtime, wait_child
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,4 +57,36 @@ def test_runc_and_a_shim_without_the_launchers_flags_exec(tmp_path):
     # pytest runs without -IS: even the real launcher is exec'd from here.
     for path in ("/usr/local/bin/capsa-runtime", "/usr/sbin/runc", str(tmp_path / "missing")):
         assert not recognises(path)
-        assert not Runtime(path, None, [], "c1").forked
+        assert Runtime(path, None, [], "c1").zygote is None
+
+
+@pytest.fixture
+def stdio():
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    yield (null, null, null)
+    os.close(null)
+
+
+def test_the_zygote_runs_runtime_commands_in_forks_that_are_not_the_shims(stdio, tmp_path, capsys):
+    with capsys.disabled():  # the worker prints through sys.stdout, as on fd 1
+        zygote = Zygote()
+    try:
+        worker = zygote.spawn(["--version"], stdio)
+        assert wait_child(worker, 10) == 0
+        with pytest.raises(ChildProcessError):
+            os.waitpid(worker.pid, os.WNOHANG)  # the zygote's child, reaped by it
+        missing = zygote.spawn(["--root", str(tmp_path), "state", "nope"], stdio)
+        assert wait_child(missing, 10) == 1
+    finally:
+        zygote.close()
+    _, status = os.waitpid(zygote.pid, 0)  # let go, it ends
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_runtime_whose_zygote_died_execs_instead(stdio):
+    runtime = Runtime("/bin/true", None, [], "c1")
+    runtime.zygote = Zygote()
+    os.kill(runtime.zygote.pid, 9)
+    os.waitpid(runtime.zygote.pid, 0)
+    runtime.start()  # /bin/true start c1: exit 0
+    assert runtime.zygote is None

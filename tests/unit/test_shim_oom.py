@@ -26,6 +26,8 @@ def test_paths_below_a_mount_whose_root_is_not_slash():
     assert oom._below((memory, "/"), "/capsa/c1") == memory + "/capsa/c1"
     assert oom._below(("/sys/fs/cgroup/memory", "/docker/abc"), "/docker/abc/c1") == \
         "/sys/fs/cgroup/memory/c1"  # fmt: skip
+    assert oom._below(("/sys/fs/cgroup/memory", "/docker/abc"), "/docker/abc") == "/sys/fs/cgroup/memory"
+    assert oom._below(("/sys/fs/cgroup/unified", "/"), "/") == "/sys/fs/cgroup/unified"
 
 
 def test_the_counter_compares_with_its_first_reading(tmp_path):

@@ -107,7 +107,9 @@ def test_a_bad_command_line_is_one_json_error_line():
                                      "capsa.shim.execs"])  # fmt: skip
 def test_the_shim_imports_only_the_lean_path(modules):
     """capsa-shim is on `capsa run`'s start-up path: no json, re, enum, socket,
-    subprocess, typing, ctypes or argparse (see capsa.fastjson for the reason)."""
+    subprocess, typing, ctypes or argparse (see capsa.fastjson for the reason);
+    and every running container keeps one: no os, heapq or runtime (see
+    capsa.shim)."""
     src = os.path.join(os.path.dirname(__file__), "..", "..", "src")
     code = (f"import sys; sys.path.insert(0, {src!r}); before = set(sys.modules);"
             f" import {modules};"
@@ -115,7 +117,9 @@ def test_the_shim_imports_only_the_lean_path(modules):
     loaded = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
                                 text=True, check=True).stdout.split())  # fmt: skip
     heavy = {"json", "re", "enum", "socket", "subprocess", "typing", "ctypes", "argparse",
-             "selectors", "threading", "asyncio", "dataclasses", "logging"}  # fmt: skip
+             "selectors", "threading", "asyncio", "dataclasses", "logging",
+             "os", "_collections_abc", "heapq", "struct", "capsa.runtime.cli",
+             "capsa.runtime.state", "capsa.runtime.container"}  # fmt: skip
     assert not loaded & heavy
     assert all(m.split(".")[0] in sys.stdlib_module_names or m.startswith("capsa")
                for m in loaded)  # fmt: skip
@@ -123,4 +127,4 @@ def test_the_shim_imports_only_the_lean_path(modules):
         assert "capsa.shim.execs" not in loaded  # loaded at the first exec: an idle shim stays lean
     capsa = {m for m in loaded if m.startswith("capsa.")}
     assert all(m.startswith(("capsa.shim", "capsa.linux", "capsa.runtime", "capsa.fastjson",
-                             "capsa.errors")) for m in capsa)  # fmt: skip
+                             "capsa.errors", "capsa.atomicfile")) for m in capsa)  # fmt: skip

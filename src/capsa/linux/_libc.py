@@ -7,7 +7,7 @@ declared here on top of `_ctypes` instead, at a cost of well under 1 ms.
 """
 
 import _ctypes
-import os
+import posix  # not os: the shim imports this module too (see capsa.shim)
 from _ctypes import FUNCFLAG_CDECL, FUNCFLAG_USE_ERRNO, CFuncPtr, _SimpleCData, get_errno
 
 
@@ -37,7 +37,7 @@ class Library:
     """A shared library whose functions are looked up on first use."""
 
     def __init__(self, name: str | None):
-        self._handle = _ctypes.dlopen(name, os.RTLD_NOW)
+        self._handle = _ctypes.dlopen(name, posix.RTLD_NOW)
 
     def __getattr__(self, name: str):
         function = _IntFunction((name, self))
@@ -70,7 +70,7 @@ def check(result: int, what: str = "") -> int:
     """Return result, or raise OSError(errno) when a libc call returned -1."""
     if result == -1:
         err = get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}" if what else os.strerror(err))
+        raise OSError(err, f"{what}: {posix.strerror(err)}" if what else posix.strerror(err))
     return result
 
 

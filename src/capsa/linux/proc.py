@@ -1,6 +1,6 @@
 """Process attributes: prctl(2), hostname, domainname, personality."""
 
-import os
+import posix  # not os: the shim imports this module too (see capsa.shim)
 
 from capsa.linux._libc import check, libc
 
@@ -67,8 +67,8 @@ def join_session_keyring(name: str) -> int:
     """keyctl(KEYCTL_JOIN_SESSION_KEYRING): a new session keyring called name."""
     from capsa.linux._libc import syscall
 
-    number = _SYS_KEYCTL[os.uname().machine]
-    return syscall(number, KEYCTL_JOIN_SESSION_KEYRING, os.fsencode(name))
+    number = _SYS_KEYCTL[posix.uname().machine]
+    return syscall(number, KEYCTL_JOIN_SESSION_KEYRING, name.encode(errors="surrogateescape"))
 
 
 _SYS_PIDFD_GETFD = 438  # the same on every architecture (new syscall table)
@@ -114,6 +114,6 @@ def close_fds_from(lowfd: int, keep=()) -> None:
     fd = lowfd
     for k in sorted(k for k in keep if k >= lowfd):
         if k > fd:
-            os.closerange(fd, k)
+            posix.closerange(fd, k)
         fd = k + 1
-    os.closerange(fd, 1 << 20)
+    posix.closerange(fd, 1 << 20)

@@ -11,6 +11,7 @@ import sys
 
 from capsa import fastjson
 from capsa.errors import CapsaError, InvalidArgument
+from capsa.atomicfile import write_atomic
 from capsa.runtime import container, spec, state
 from capsa.runtime.log import Log
 
@@ -95,7 +96,7 @@ def cmd_spec(g, opts, args):
     if os.path.exists(path):
         raise CapsaError(f"failed to write {path}: file exists, remove it first")
     data = fastjson.dumps(spec.default(rootless=opts["rootless"]), indent="\t") + "\n"
-    state.write_atomic(path, data.encode(), 0o644)
+    write_atomic(path, data.encode(), 0o644)
 
 
 def _create_options(g, opts) -> container.Options:

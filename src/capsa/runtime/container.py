@@ -12,6 +12,7 @@ import time
 from capsa import fastjson
 from capsa.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from capsa.linux import proc
+from capsa.atomicfile import write_atomic
 from capsa.runtime import hooks, spec, state, sync
 from capsa.runtime.state import FIFO, State
 
@@ -208,7 +209,7 @@ class _Launch:
         data = {"id": self.id, "bundle": self.opts.bundle, "rootfs": self.rootfs,
                 "config": self.config, "cgroup_paths": self.cgroup.paths(),
                 "creator": me, "creator_start": proc.start_time(me)}  # fmt: skip
-        state.write_atomic(os.path.join(self.dir, state.STATE_FILE),
+        write_atomic(os.path.join(self.dir, state.STATE_FILE),
                            fastjson.dumps(data).encode(), sync=False)  # fmt: skip
 
     def save(self) -> State:
@@ -223,7 +224,7 @@ class _Launch:
         st = State(self.root, self.id, data)
         st.save()
         if self.opts.pid_file:
-            state.write_atomic(os.path.abspath(self.opts.pid_file), f"{self.init_pid}".encode(),
+            write_atomic(os.path.abspath(self.opts.pid_file), f"{self.init_pid}".encode(),
                                0o644)  # fmt: skip
         return st
 

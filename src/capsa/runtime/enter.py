@@ -19,6 +19,7 @@ gets a binary it cannot write.
 import os
 
 from capsa.errors import FailedPrecondition, InvalidArgument, NotFound
+from capsa.atomicfile import write_atomic
 from capsa.runtime import spec, state, sync
 
 
@@ -147,7 +148,7 @@ class _Exec:
             parent.close()
             os.waitpid(pid, 0)
         if self.req.pid_file:
-            state.write_atomic(os.path.abspath(self.req.pid_file), str(exec_pid).encode(), 0o644)
+            write_atomic(os.path.abspath(self.req.pid_file), str(exec_pid).encode(), 0o644)
         if self.req.detach:
             return 0
         from capsa.runtime.run import wait_and_forward

@@ -5,7 +5,7 @@ Text lines look like `time="…" level=error msg="…"`; JSON lines like
 as one line, `capsa-runtime: <what failed>: <why>`.
 """
 
-import os
+import posix  # not os: the shim imports this module too (see capsa.shim)
 import sys
 import time
 
@@ -32,11 +32,11 @@ class Log:
             line = fastjson.dumps({"level": level, "msg": msg, "time": now})
         else:
             line = f"time={fastjson.dumps(now)} level={level} msg={fastjson.dumps(msg)}"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = posix.open(self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, (line + "\n").encode())
+            posix.write(fd, (line + "\n").encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
 
     def error(self, msg: str) -> None:
         self.write("error", msg)

@@ -314,7 +314,7 @@ def cached_program(seccomp: dict, root: str) -> bytes:
     except FileNotFoundError:
         pass
     program = compile(seccomp)
-    from capsa.runtime.state import write_atomic
+    from capsa.atomicfile import write_atomic
 
     write_atomic(path, program, sync=False)
     return program

@@ -10,6 +10,7 @@ import os
 import time
 
 from capsa import fastjson as json
+from capsa.atomicfile import write_atomic
 from capsa.errors import FailedPrecondition, InvalidArgument, NotFound
 from capsa.linux.proc import is_alive
 
@@ -122,20 +123,6 @@ def list_ids(root: str) -> list[str]:
         return sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
     except FileNotFoundError:
         return []
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o600, sync: bool = True) -> None:
-    """Write data to path so that a crash leaves the old file or the new one.
-    sync=False guards against a crash of this process only, not of the machine."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def now_rfc3339() -> str:

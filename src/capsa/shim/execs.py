@@ -22,7 +22,7 @@ on and its stdin is closed.
 Imported at the first exec request: a shim that never runs one stays lean.
 """
 
-import os
+import posix
 
 from capsa import fastjson
 from capsa.errors import FailedPrecondition
@@ -71,14 +71,14 @@ class Execs:
 
     def _run(self, process: dict, run: RunStdio):
         self.count += 1
-        base = os.path.join(self.state_dir, f"exec-{self.count}")
+        base = f"{self.state_dir}/exec-{self.count}"
         process_file, pid_file, log_file = base + ".json", base + ".pid", base + ".log"
         try:
-            fd = os.open(process_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = posix.open(process_file, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, fastjson.dumps(process).encode())
+                posix.write(fd, fastjson.dumps(process).encode())
             finally:
-                os.close(fd)
+                posix.close(fd)
             return self.runtime.exec(process_file, pid_file, log_file, run.child, run.console,
                                      run.console_path)  # fmt: skip
         finally:
@@ -104,7 +104,7 @@ class Exec:
         self.pid = pid
         self.master = -1 if master is None else master
         if master is not None:
-            os.set_blocking(master, False)
+            posix.set_blocking(master, False)
             self.outputs = {master: STDOUT}
             self.stdin = master if stdin else -1
         else:
@@ -171,7 +171,7 @@ class Exec:
     def _write_stdin(self) -> None:
         while self.to_stdin and self.stdin >= 0:
             try:
-                written = os.write(self.stdin, self.to_stdin)
+                written = posix.write(self.stdin, self.to_stdin)
             except BlockingIOError:
                 break
             except OSError:  # EPIPE: nobody reads it any more
@@ -317,13 +317,13 @@ class Exec:
 
 def _close(fd: int) -> None:
     try:
-        os.close(fd)
+        posix.close(fd)
     except OSError:
         pass
 
 
 def _unlink(path: str) -> None:
     try:
-        os.unlink(path)
+        posix.unlink(path)
     except FileNotFoundError:
         pass

@@ -12,7 +12,7 @@ Status: "starting" until the first success (or the streak reaches retries),
 then "healthy" or "unhealthy"; back to "starting" when the container restarts.
 """
 
-import os
+import posix
 import time
 
 from capsa.shim.logfile import rfc3339nano
@@ -118,21 +118,21 @@ class _Probe:
         self.output = bytearray()
         self.done = False
         try:
-            os.unlink(prober.pid_file)
+            posix.unlink(prober.pid_file)
         except FileNotFoundError:
             pass
-        self.pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.pipe_r, pipe_w = posix.pipe2(posix.O_CLOEXEC)
+        null = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
             argv = prober.runtime.exec_argv(prober.pid_file, prober.check.argv)
             self.pid = prober.runtime.spawn(argv, null, pipe_w, pipe_w)
         except BaseException:
-            os.close(self.pipe_r)
+            posix.close(self.pipe_r)
             raise
         finally:
-            os.close(pipe_w)
-            os.close(null)
-        os.set_blocking(self.pipe_r, False)
+            posix.close(pipe_w)
+            posix.close(null)
+        posix.set_blocking(self.pipe_r, False)
         prober.children[self.pid] = self._exited
         prober.loop.add(self.pipe_r, IN, self._readable)
         self.timer = prober.loop.call_later(prober.check.timeout, self._timed_out)
@@ -143,7 +143,7 @@ class _Probe:
     def _read(self) -> None:
         while self.pipe_r >= 0:
             try:
-                chunk = os.read(self.pipe_r, 65536)
+                chunk = posix.read(self.pipe_r, 65536)
             except BlockingIOError:
                 return
             if not chunk:
@@ -155,7 +155,7 @@ class _Probe:
     def _close_pipe(self) -> None:
         if self.pipe_r >= 0:
             self.prober.loop.remove(self.pipe_r)
-            os.close(self.pipe_r)
+            posix.close(self.pipe_r)
             self.pipe_r = -1
 
     def _exited(self, exit_code: int) -> None:
@@ -179,11 +179,11 @@ class _Probe:
             return
         try:
             with open(self.prober.pid_file, "rb") as f:
-                os.kill(int(f.read().strip()), 9)
+                posix.kill(int(f.read().strip()), 9)
         except (OSError, ValueError):
             pass  # not started yet, or already gone
         try:
-            os.kill(self.pid, 9)
+            posix.kill(self.pid, 9)
         except ProcessLookupError:
             pass
         self._settle()

@@ -15,7 +15,7 @@ log.1 -> log.2, ..., keeping max_files files in all (max_files 1 truncates
 instead), and writing goes on in a new file. max_size 0 never rotates.
 """
 
-import os
+import posix
 import time
 from _json import encode_basestring
 
@@ -95,8 +95,8 @@ class JsonFileLog:
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
+        self.fd = posix.open(self.path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o640)
+        self.size = posix.fstat(self.fd).st_size
 
     def write(self, stream: str, data: bytes) -> None:
         """Output read from the container's stream ("stdout" or "stderr")."""
@@ -129,26 +129,26 @@ class JsonFileLog:
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            written = os.write(self.fd, view)
+            written = posix.write(self.fd, view)
             self.size += written
             view = view[written:]
 
     def rotate(self) -> None:
         """log -> log.1 -> ... -> log.<max_files - 1>, then a new, empty log."""
-        os.close(self.fd)
+        posix.close(self.fd)
         if self.max_files == 1:
-            os.truncate(self.path, 0)
+            posix.truncate(self.path, 0)
         else:
             for number in range(self.max_files - 1, 1, -1):
                 try:
-                    os.rename(f"{self.path}.{number - 1}", f"{self.path}.{number}")
+                    posix.rename(f"{self.path}.{number - 1}", f"{self.path}.{number}")
                 except FileNotFoundError:
                     pass
-            os.rename(self.path, f"{self.path}.1")
+            posix.rename(self.path, f"{self.path}.1")
         self._open()
 
     def close(self) -> None:
         if self.fd >= 0:
             self.flush()
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1

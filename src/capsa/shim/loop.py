@@ -10,10 +10,10 @@ one op must not end the supervision of a running container.
 """
 
 import _signal
-import heapq
-import os
+import posix
 import select
 import time
+from _heapq import heappop, heappush
 
 IN = select.EPOLLIN
 OUT = select.EPOLLOUT
@@ -43,7 +43,7 @@ class Loop:
         self.running = False
         self.on_sigchld = on_sigchld
         self.on_error = on_error
-        self.wakeup_r, self.wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wakeup_r, self.wakeup_w = posix.pipe2(posix.O_NONBLOCK | posix.O_CLOEXEC)
         # A Python-level handler is needed for the C handler to write the
         # wakeup fd; it does nothing itself.
         _signal.signal(_signal.SIGCHLD, _ignore)
@@ -68,7 +68,7 @@ class Loop:
 
     def call_later(self, delay: float, callback) -> Timer:
         timer = Timer(time.monotonic() + max(0.0, delay), callback)
-        heapq.heappush(self.timers, timer)
+        heappush(self.timers, timer)
         return timer
 
     def run(self) -> None:
@@ -86,7 +86,7 @@ class Loop:
 
     def _timeout(self) -> float:
         while self.timers and self.timers[0].cancelled:
-            heapq.heappop(self.timers)
+            heappop(self.timers)
         if not self.timers:
             return -1
         return max(0.0, self.timers[0].when - time.monotonic())
@@ -94,7 +94,7 @@ class Loop:
     def _run_due_timers(self) -> None:
         now = time.monotonic()
         while self.timers and self.timers[0].when <= now:
-            timer = heapq.heappop(self.timers)
+            timer = heappop(self.timers)
             if not timer.cancelled:
                 self._call(timer.callback)
 
@@ -106,7 +106,7 @@ class Loop:
 
     def _wakeup(self, _events: int) -> None:
         try:
-            while os.read(self.wakeup_r, 4096):
+            while posix.read(self.wakeup_r, 4096):
                 pass
         except BlockingIOError:
             pass

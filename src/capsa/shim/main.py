@@ -20,7 +20,7 @@ the engine's exit nor a signal to its process group reaches it or the
 container. It is the child subreaper of the container's processes.
 """
 
-import os
+import posix
 import sys
 
 from capsa import fastjson
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         # interpreter's teardown once the answer is out.
         code = main(sys.argv[1:])
         sys.stdout.flush()
-        os._exit(code)
+        posix._exit(code)
     try:
         standby = argv[:1] == ["--standby"]
         if standby:
@@ -64,7 +64,7 @@ def standby_flags() -> list[str] | None:
     from capsa.shim import service  # noqa: F401 - loaded while the engine still works
 
     data = b""
-    while chunk := os.read(0, 65536):
+    while chunk := posix.read(0, 65536):
         data += chunk
     if not data.strip():
         return None  # the engine gave up on the container
@@ -78,28 +78,39 @@ def standby_flags() -> list[str] | None:
 
 
 def prepare_directories(opts) -> None:
-    os.makedirs(opts.state_dir, 0o700, exist_ok=True)
-    os.makedirs(os.path.dirname(opts.log_path), 0o700, exist_ok=True)
+    make_dirs(opts.state_dir, 0o700)
+    make_dirs(opts.log_path.rpartition("/")[0], 0o700)
+
+
+def make_dirs(path: str, mode: int) -> None:
+    """mkdir -p: path and the parents it lacks."""
+    parent = path.rpartition("/")[0]
+    if parent and not posix.access(parent, posix.F_OK):
+        make_dirs(parent, mode)
+    try:
+        posix.mkdir(path, mode)
+    except FileExistsError:
+        pass
 
 
 def launch(opts) -> int:
     """Fork the shim into its own session; print its answer."""
-    answer_r, answer_w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
+    answer_r, answer_w = posix.pipe2(posix.O_CLOEXEC)
+    child = posix.fork()
     if child == 0:
         try:
-            os.close(answer_r)
-            os.setsid()
-            if os.fork() == 0:
+            posix.close(answer_r)
+            posix.setsid()
+            if posix.fork() == 0:
                 serve(opts, answer_w)  # never returns
         finally:
-            os._exit(0)
-    os.close(answer_w)
-    os.waitpid(child, 0)
+            posix._exit(0)
+    posix.close(answer_w)
+    posix.waitpid(child, 0)
     data = b""
-    while chunk := os.read(answer_r, 4096):
+    while chunk := posix.read(answer_r, 4096):
         data += chunk
-    os.close(answer_r)
+    posix.close(answer_r)
     try:
         answer = fastjson.loads(data)
     except ValueError:
@@ -123,7 +134,7 @@ def serve(opts, answer_fd: int) -> None:
     diag = Log(opts.path(records.LOG), "text")
     try:
         _detach_stdio()
-        os.chdir("/")
+        posix.chdir("/")
         proc.set_child_subreaper()
         shim = None
         try:
@@ -138,7 +149,7 @@ def serve(opts, answer_fd: int) -> None:
                 shim.reap()
             return
         diag.write("info", f"started container {opts.id}: init pid {pid}")
-        _answer(answer_fd, {"pid": pid, "shim_pid": os.getpid()})
+        _answer(answer_fd, {"pid": pid, "shim_pid": posix.getpid()})
         shim.run()
         shim.close()
         diag.write("info", "shut down")
@@ -149,22 +160,22 @@ def serve(opts, answer_fd: int) -> None:
         diag.error("internal error: " + traceback.format_exc())
         _answer(answer_fd, {"error": "internal error in the shim (see shim.log)"})
     finally:
-        os._exit(code)
+        posix._exit(code)
 
 
 def _detach_stdio() -> None:
-    null = os.open(os.devnull, os.O_RDWR)
+    null = posix.open("/dev/null", posix.O_RDWR)
     for fd in (0, 1, 2):
-        os.dup2(null, fd)
+        posix.dup2(null, fd)
     if null > 2:
-        os.close(null)
+        posix.close(null)
 
 
 def _answer(fd: int, answer: dict) -> None:
     """The one line for the engine; later calls (after the first) do nothing."""
     try:
-        os.write(fd, fastjson.dumps(answer).encode() + b"\n")
-        os.close(fd)
+        posix.write(fd, fastjson.dumps(answer).encode() + b"\n")
+        posix.close(fd)
     except OSError:
         pass
 

@@ -8,7 +8,7 @@ memory.oom_control, v2 in memory.events (which counts the whole subtree).
 A kill of any process in the container counts, as Docker's OOMKilled does.
 """
 
-import os
+import posix
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -27,8 +27,8 @@ class OomCounter:
         if directory is None:
             return None
         for name in ("memory.oom_control", "memory.events"):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
+            path = f"{directory}/{name}"
+            if posix.access(path, posix.F_OK):
                 return cls(path)
         return None
 
@@ -66,7 +66,7 @@ def memory_cgroup_dir(pid: int, mountinfo: str = MOUNTINFO) -> str | None:
         return _below(mounts["memory"], v1_path)
     if v2_path is not None and "" in mounts:
         directory = _below(mounts[""], v2_path)
-        if os.path.exists(os.path.join(directory, "memory.events")):
+        if posix.access(f"{directory}/memory.events", posix.F_OK):
             return directory
     return None
 
@@ -89,9 +89,12 @@ def cgroup_mounts(mountinfo: str = MOUNTINFO) -> dict[str, tuple[str, str]]:
 
 
 def _below(mount: tuple[str, str], path: str) -> str:
+    """The directory of the cgroup PATH in a hierarchy that is mounted at
+    its directory ROOT, on POINT."""
     point, root = mount
-    relative = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
-    return os.path.normpath(os.path.join(point, relative))
+    if root != "/" and (path == root or path.startswith(root + "/")):
+        path = path[len(root):]
+    return (point + path).rstrip("/")
 
 
 def _unescape(field: str) -> str:

@@ -14,7 +14,7 @@ more than the shim's own start-up. Values always take the next word, so
 """
 
 import _signal
-import os
+import posix
 
 from capsa import fastjson
 from capsa.errors import InvalidArgument
@@ -72,7 +72,7 @@ class Options:
 
     def path(self, name: str) -> str:
         """A file in the state directory."""
-        return os.path.join(self.state_dir, name)
+        return f"{self.state_dir}/{name}"
 
 
 def parse_args(argv: list[str]) -> Options | None:
@@ -106,12 +106,19 @@ def parse_args(argv: list[str]) -> Options | None:
         if values[name] is None:
             raise InvalidArgument(f"missing --{name}")
     for name in PATHS:
-        if values[name] is not None and not os.path.isabs(values[name]):
+        if values[name] is not None and not values[name].startswith("/"):
             raise InvalidArgument(f"--{name} must be an absolute path: {values[name]!r}")
     check_id(values["id"])
-    if not os.access(values["runtime"], os.X_OK) or os.path.isdir(values["runtime"]):
+    if not posix.access(values["runtime"], posix.X_OK) or _is_dir(values["runtime"]):
         raise InvalidArgument(f"runtime {values['runtime']} is not an executable file")
     return Options(values)
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return posix.stat(path).st_mode & 0o170000 == 0o040000
+    except OSError:
+        return False
 
 
 def check_id(container_id: str) -> None:

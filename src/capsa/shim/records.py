@@ -17,11 +17,11 @@ sees the old version or the new one, never half of one:
  init.pid     the init's pid, as the runtime's --pid-file wrote it
 """
 
-import os
+import posix
 
 from capsa import fastjson
 from capsa.linux.proc import start_time
-from capsa.runtime.state import write_atomic
+from capsa.atomicfile import write_atomic
 
 SHIM = "shim.json"
 EXIT = "exit.json"
@@ -34,20 +34,20 @@ HEALTH_PID = "health.pid"
 
 
 def write(state_dir: str, name: str, data: dict) -> None:
-    write_atomic(os.path.join(state_dir, name), fastjson.dumps(data).encode() + b"\n", 0o644)
+    write_atomic(f"{state_dir}/{name}", fastjson.dumps(data).encode() + b"\n", 0o644)
 
 
 def remove(state_dir: str, name: str) -> None:
     try:
-        os.unlink(os.path.join(state_dir, name))
+        posix.unlink(f"{state_dir}/{name}")
     except FileNotFoundError:
         pass
 
 
 def shim_record(container_id: str, state_dir: str, pid: int, started_at: str | None,
                 restart_count: int) -> dict:  # fmt: skip
-    me = os.getpid()
+    me = posix.getpid()
     return {"id": container_id, "shim_pid": me, "shim_start_time": start_time(me), "pid": pid,
             "init_start_time": start_time(pid) if pid else None, "started_at": started_at,
             "restart_count": restart_count,
-            "socket": os.path.join(state_dir, SOCKET)}  # fmt: skip
+            "socket": f"{state_dir}/{SOCKET}"}  # fmt: skip

@@ -12,8 +12,9 @@ Any runc-compatible runtime works (capsa-runtime, runc, crun). Children are
 started with posix_spawn: no Python runs between fork and exec, and the
 signals Python ignores (SIGPIPE, SIGXFSZ) are reset, since an ignored signal
 would be inherited by the runtime and, through it, by the container. The one
-fast path: capsa's own runtime, on this shim's interpreter, runs in a fork of
-the shim without exec (forked_runtime.py); everything else here is the same.
+fast path: capsa's own runtime, on this shim's interpreter, runs in forks of
+a child that has it loaded, without exec, while the container is young
+(forked_runtime.py); everything else here is the same.
 
 `create` leaves the init waiting on the runtime's exec fifo. The init
 inherits create's stdio, so create gets the container's own pipes: what the
@@ -22,7 +23,7 @@ here; nothing the container runs can write before `start`.
 """
 
 import _socket
-import os
+import posix
 import select
 import time
 
@@ -53,34 +54,50 @@ class Runtime:
         self.path = path
         self.global_args = (["--root", root] if root else []) + list(args)
         self.id = container_id
-        self.forked = forked_runtime.recognises(path)  # the fast path: see forked_runtime
+        # The fast path (see forked_runtime): forked at once, so that it
+        # loads the runtime while the shim prepares the container's stdio.
+        self.zygote = forked_runtime.Zygote() if forked_runtime.recognises(path) else None
 
     def argv(self, *command: str) -> list[str]:
         return [self.path, *self.global_args, *command]
 
     def spawn(self, argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
-        """Start argv with the given stdio (descriptors above 2); return its pid."""
-        if self.forked:
-            return forked_runtime.spawn(argv[1:], (stdin, stdout, stderr))
-        actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
-                   (os.POSIX_SPAWN_DUP2, stderr, 2)]  # fmt: skip
-        return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
-                              setsigdef=_RESET_SIGNALS)  # fmt: skip
+        """Exec argv with the given stdio (descriptors above 2) in a child of
+        the shim; return its pid."""
+        actions = [(posix.POSIX_SPAWN_DUP2, stdin, 0), (posix.POSIX_SPAWN_DUP2, stdout, 1),
+                   (posix.POSIX_SPAWN_DUP2, stderr, 2)]  # fmt: skip
+        return posix.posix_spawn(argv[0], argv, posix.environ, file_actions=actions,
+                                 setsigdef=_RESET_SIGNALS)  # fmt: skip
+
+    def run(self, argv: list[str], stdio: tuple[int, int, int]):
+        """Start argv to be waited for (wait_child): in a fork of the
+        zygote while there is one, else exec'd."""
+        if self.zygote is not None:
+            try:
+                return self.zygote.spawn(argv[1:], stdio)
+            except OSError:
+                self.release_zygote()  # it died: exec from now on
+        return Spawned(self.spawn(argv, *stdio))
+
+    def release_zygote(self) -> None:
+        """From now on every command is exec'd (see forked_runtime)."""
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     def call(self, verb: str, *args: str, timeout: float = CALL_TIMEOUT) -> None:
         """Run `<runtime> verb args...` to its end; RuntimeFailed with its message."""
-        out = os.memfd_create("runtime-output", os.MFD_CLOEXEC)
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        out = posix.memfd_create("runtime-output", posix.MFD_CLOEXEC)
+        null = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
         try:
-            pid = self.spawn(self.argv(verb, *args), null, out, out)
-            code = wait_child(pid, timeout)
+            code = wait_child(self.run(self.argv(verb, *args), (null, out, out)), timeout)
             if code != 0:
-                output = os.pread(out, 65536, 0)
+                output = posix.pread(out, 65536, 0)
                 raise RuntimeFailed(f"failed to {verb} container {self.id}: "
                                     f"{failure_message(output, code)}")  # fmt: skip
         finally:
-            os.close(out)
-            os.close(null)
+            posix.close(out)
+            posix.close(null)
 
     def create(self, bundle: str, pid_file: str, stdio: tuple[int, int, int],
                drain: tuple[int, ...] = (), console=None,
@@ -128,7 +145,7 @@ class Runtime:
         try:
             self._check_master(console, master, "exec in container")
         except RuntimeFailed:
-            os.kill(pid, 9)  # reaped by the caller as any orphan
+            posix.kill(pid, 9)  # reaped by the caller as any orphan
             raise
         return Created(pid, master, b"")
 
@@ -140,12 +157,12 @@ class Runtime:
         meanwhile: (its exit code, what it printed there, the pty master it
         sent if it succeeded)."""
         try:
-            os.unlink(pid_file)
+            posix.unlink(pid_file)
         except FileNotFoundError:
             pass
         if console_path:
             command = [*command, "--console-socket", console_path]
-        pid = self.spawn(self.argv(*command, self.id), *stdio)
+        child = self.run(self.argv(*command, self.id), stdio)
         output = bytearray()
         master = []
 
@@ -156,12 +173,12 @@ class Runtime:
                 output.extend(_read_available(fd))
 
         watched = ([console.fileno()] if console is not None else []) + list(drain)
-        code = wait_child(pid, timeout, watched, on_ready)
+        code = wait_child(child, timeout, watched, on_ready)
         for fd in drain:
             output.extend(_read_available(fd))
         if code != 0:
             for fd in master:
-                os.close(fd)
+                posix.close(fd)
             return code, bytes(output), None
         # The master may have come in with the runtime's last breath.
         if console is not None and not master and select.select([console], [], [], 0.5)[0]:
@@ -198,42 +215,65 @@ class Runtime:
         return self.argv("exec", "--pid-file", pid_file, self.id, *argv)
 
 
-def wait_child(pid: int, timeout: float, fds=(), on_ready=None) -> int:
-    """Wait for our child pid (serving fds meanwhile); its exit code as a shell
-    shows it. Past the timeout it is killed."""
-    pidfd = os.pidfd_open(pid)
+class Spawned:
+    """An exec'd child, waited for as forked_runtime.Worker is."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.pidfd = posix.pidfd_open(pid)
+
+    def fileno(self) -> int:
+        """Readable once the child has exited."""
+        return self.pidfd
+
+    def wait(self) -> int:
+        """The child's wait status."""
+        try:
+            return posix.waitpid(self.pid, 0)[1]
+        finally:
+            posix.close(self.pidfd)
+            self.pidfd = -1
+
+
+def wait_child(child, timeout: float, fds=(), on_ready=None) -> int:
+    """Wait for CHILD (Spawned or a zygote's Worker), serving fds meanwhile;
+    its exit code as a shell shows it. Past the timeout it is killed."""
+    poller = select.poll()
+    poller.register(child.fileno(), select.POLLIN)
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
     try:
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                return -1
+        while (remaining := deadline - time.monotonic()) > 0:
             ready = dict(poller.poll(remaining * 1000))
             for fd, events in ready.items():
-                if fd == pidfd:
+                if fd == child.fileno():
                     continue
                 if events & select.POLLIN:
                     on_ready(fd)
                 if events & (select.POLLHUP | select.POLLERR):
                     poller.unregister(fd)  # the other end is closed: nothing more to read
-            if pidfd in ready:
-                _, status = os.waitpid(pid, 0)
-                return exit_code(status)
-    finally:
-        os.close(pidfd)
+            if child.fileno() in ready:
+                break
+        else:
+            _kill(child)
+            return -1
+    except BaseException:
+        _kill(child)  # never left running unwatched
+        raise
+    return exit_code(child.wait())
+
+
+def _kill(child) -> None:
+    posix.kill(child.pid, 9)
+    child.wait()
 
 
 def exit_code(status: int) -> int:
     """A wait status as a shell reports it: the code, or 128 + the signal."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
+    if posix.WIFSIGNALED(status):
+        return 128 + posix.WTERMSIG(status)
+    return posix.WEXITSTATUS(status)
 
 
 def failure_message(output: bytes, code: int) -> str:
@@ -273,14 +313,14 @@ def _read_file(path: str) -> bytes:
 
 def _close_if_open(fd: int | None) -> None:
     if fd is not None:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _read_available(fd: int) -> bytes:
     chunks = []
     while True:
         try:
-            chunk = os.read(fd, 65536)
+            chunk = posix.read(fd, 65536)
         except (BlockingIOError, OSError):
             break
         if not chunk:
@@ -302,5 +342,5 @@ def _receive_console(listener) -> int:
         conn.close()
     # SCM_RIGHTS fds arrive inheritable: the runtimes we start later (exec,
     # delete) must not hold the terminal open.
-    os.set_inheritable(master, False)
+    posix.set_inheritable(master, False)
     return master

@@ -9,7 +9,7 @@ that a client that never reads cannot stall the loop.
 
 import _socket
 import errno
-import os
+import posix
 
 from capsa.errors import AlreadyExists, CapsaError
 from capsa.shim.loop import IN
@@ -121,14 +121,14 @@ class Server:
         self.loop.remove(self.sock.fileno())
         self.sock.close()
         try:
-            os.unlink(self.path)
+            posix.unlink(self.path)
         except FileNotFoundError:
             pass
 
 
 def refuse_if_served(path: str) -> None:
     """A live shim already answers at path: this one must not take it over."""
-    if not os.path.exists(path):
+    if not posix.access(path, posix.F_OK):
         return
     probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:

@@ -21,11 +21,11 @@ container's orphans when it shares the host's pid namespace) is simply
 reaped.
 """
 
-import os
+import posix
 import time
 
 from capsa.errors import CapsaError, FailedPrecondition
-from capsa.shim import records
+from capsa.shim import forked_runtime, records
 from capsa.shim.logfile import JsonFileLog, rfc3339nano
 from capsa.shim.loop import Loop
 from capsa.shim.oom import OomCounter
@@ -45,6 +45,8 @@ class Shim:
     def __init__(self, opts, diag):
         self.opts = opts
         self.diag = diag
+        # First: the runtime's zygote is forked before the loop sets its
+        # signal handlers and anything else is opened.
         self.runtime = Runtime(opts.runtime, opts.runtime_root, opts.runtime_args, opts.id)
         self.loop = Loop(self.reap, self._internal_error)
         self.log = JsonFileLog(opts.log_path, opts.log_max_size, opts.log_max_files)
@@ -132,9 +134,11 @@ class Shim:
     def run(self) -> None:
         """Serve until `shutdown`."""
         self.server.serve()
+        self.loop.call_later(forked_runtime.LINGER, self.runtime.release_zygote)
         self.loop.run()
 
     def close(self) -> None:
+        self.runtime.release_zygote()
         self.streams.detach_all()
         self.streams.end_run()
         self.log.close()
@@ -144,7 +148,7 @@ class Shim:
         """Reap every exited child; the init's exit is the container's."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = posix.waitpid(-1, posix.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -178,6 +182,7 @@ class Shim:
             # next (the network, the rootfs) can overlap the runtime's delete.
             self._finish()
             self._delete()
+            self.runtime.release_zygote()  # the last runtime command it could speed up
             return
         self._delete()
         self.status = "restarting"

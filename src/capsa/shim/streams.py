@@ -16,7 +16,7 @@ pipe, as Docker's StdinOnce does.
 
 import _socket
 import errno
-import os
+import posix
 
 from capsa.shim.loop import HUP, IN, OUT
 from capsa.shim.protocol import STDERR, STDOUT, frame
@@ -100,7 +100,7 @@ class Streams:
         """create succeeded: drop the container's ends, watch ours."""
         run.keep_ours()
         if master is not None:
-            os.set_blocking(master, False)
+            posix.set_blocking(master, False)
             run.master = master
             run.outputs = {master: "stdout"}
             run.stdin = master if self.has_stdin else -1
@@ -181,7 +181,7 @@ class Streams:
         fd = self.run.stdin
         while self.stdin_buffer and fd >= 0:
             try:
-                written = os.write(fd, self.stdin_buffer)
+                written = posix.write(fd, self.stdin_buffer)
             except BlockingIOError:
                 break
             except OSError as err:  # EPIPE: nobody in the container reads stdin any more
@@ -343,37 +343,37 @@ def prepare_stdio(tty: bool, stdin: bool, console_path: str, discard: bool = Fal
 
 
 def _prepare_null(run: RunStdio) -> None:
-    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    null = posix.open("/dev/null", posix.O_RDWR | posix.O_CLOEXEC)
     run.close_after_create.append(null)
     run.child = (null, null, null)
 
 
 def _prepare_pipes(run: RunStdio, stdin: bool) -> None:
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    out_r, out_w = posix.pipe2(posix.O_CLOEXEC)
     run.outputs[out_r] = "stdout"
     run.close_after_create.append(out_w)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = posix.pipe2(posix.O_CLOEXEC)
     run.outputs[err_r] = "stderr"
     run.close_after_create.append(err_w)
     if stdin:
-        in_r, run.stdin = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(run.stdin, False)
+        in_r, run.stdin = posix.pipe2(posix.O_CLOEXEC)
+        posix.set_blocking(run.stdin, False)
     else:
-        in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        in_r = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
     run.close_after_create.append(in_r)
     for fd in (out_r, err_r):
-        os.set_blocking(fd, False)  # ours only: the container's ends stay blocking
+        posix.set_blocking(fd, False)  # ours only: the container's ends stay blocking
     run.child = (in_r, out_w, err_w)
     run.drain = (out_r, err_r)
 
 
 def _prepare_tty(run: RunStdio, console_path: str) -> None:
     """The init gets the pty; create's own stdio is a pipe for its messages."""
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    null = posix.open("/dev/null", posix.O_RDONLY | posix.O_CLOEXEC)
     run.close_after_create.append(null)
-    noise_r, noise_w = os.pipe2(os.O_CLOEXEC)
+    noise_r, noise_w = posix.pipe2(posix.O_CLOEXEC)
     run.close_after_create += [noise_r, noise_w]
-    os.set_blocking(noise_r, False)
+    posix.set_blocking(noise_r, False)
     run.child = (null, noise_w, noise_w)
     run.drain = (noise_r,)
     run.console = bind_unix(console_path, backlog=1)
@@ -386,24 +386,25 @@ def bind_unix(path: str, backlog: int):
     their directory, as sun_path holds only 108 bytes."""
     _unlink(path)
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
+    old_umask = posix.umask(0o177)
     try:
-        if len(os.fsencode(path)) < 108:
+        if len(path.encode(errors="surrogateescape")) < 108:
             sock.bind(path)
         else:
-            cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+            directory, _, name = path.rpartition("/")
+            cwd = posix.open(".", posix.O_PATH | posix.O_CLOEXEC)
             try:
-                os.chdir(os.path.dirname(path))
-                sock.bind(os.path.basename(path))
+                posix.chdir(directory or "/")
+                sock.bind(name)
             finally:
-                os.fchdir(cwd)
-                os.close(cwd)
+                posix.fchdir(cwd)
+                posix.close(cwd)
         sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
     finally:
-        os.umask(old_umask)
+        posix.umask(old_umask)
     return sock
 
 
@@ -411,7 +412,7 @@ def read_output(fd: int) -> bytes | None:
     """One read of a process's output: None when there is nothing now, b""
     at its end (a pty master reads EIO once every slave fd is closed)."""
     try:
-        return os.read(fd, _READ)
+        return posix.read(fd, _READ)
     except BlockingIOError:
         return None
     except OSError:
@@ -420,7 +421,7 @@ def read_output(fd: int) -> bytes | None:
 
 def _close(fd: int) -> None:
     try:
-        os.close(fd)
+        posix.close(fd)
     except OSError:
         pass
 
@@ -428,6 +429,6 @@ def _close(fd: int) -> None:
 def _unlink(path: str | None) -> None:
     if path:
         try:
-            os.unlink(path)
+            posix.unlink(path)
         except FileNotFoundError:
             pass
