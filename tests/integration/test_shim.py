@@ -267,6 +267,26 @@ def test_capsa_runtime_runs_in_a_fork_of_the_shim(shims, bundle):
     assert shim.runtime_ids() == []  # start and delete ran too
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return sorted(int(child) for child in f.read().split())
+
+
+def test_the_runtimes_zygote_is_let_go_once_the_container_is_no_longer_young(shims, bundle):
+    """The fast path's forks come from a child of the shim that lives
+    forked_runtime.LINGER after the start; then the shim's one child is the
+    init, and the runtime is exec'd."""
+    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
+        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    bundle.args("sleep", "1000")
+    shim = shims()
+    answer = shim.start()
+    wait_for(lambda: _children(answer["shim_pid"]) == [answer["pid"]], what="the zygote gone")
+    client, reply = shim.connect(exec_request(bundle, "sh", "-c", "exit 5"))
+    assert reply["ok"] is True and _exit_frame(read_stream(client, lambda d: False)) == {"exit_code": 5}
+    client.close()
+
+
 def test_another_runtime_is_run_as_a_program(shims, bundle):
     if not shutil.which("runc"):
         pytest.skip("runc is not installed")
