@@ -104,7 +104,8 @@ def test_a_bad_command_line_is_one_json_error_line():
 
 
 @pytest.mark.parametrize("modules", ["capsa.shim.main, capsa.shim.service, capsa.shim.health",
-                                     "capsa.shim.execs"])  # fmt: skip
+                                     "capsa.shim.execs",
+                                     "capsa.linux.tty, capsa.linux.fdpass"])  # a tty's shim: fmt: skip
 def test_the_shim_imports_only_the_lean_path(modules):
     """capsa-shim is on `capsa run`'s start-up path: no json, re, enum, socket,
     subprocess, typing, ctypes or argparse (see capsa.fastjson for the reason);

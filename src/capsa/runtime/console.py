@@ -10,10 +10,10 @@ own stdio.
 
 import _socket
 import os
-import struct
 
 from capsa.linux import mount as m
 from capsa.linux import tty
+from capsa.linux.fdpass import recv_fds, send_fds
 
 
 def connect(path: str) -> int:
@@ -31,19 +31,17 @@ def connect(path: str) -> int:
 def send_fd(sock_fd: int, fd: int, name: str) -> None:
     sock = _socket.socket(fileno=sock_fd)
     try:
-        sock.sendmsg([name.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                        struct.pack("i", fd))])  # fmt: skip
+        send_fds(sock, [fd], name.encode())
     finally:
         sock.close()
 
 
 def recv_fd(sock) -> int:
     """Receive one fd sent with SCM_RIGHTS on sock."""
-    _, ancdata, _, _ = sock.recvmsg(4096, _socket.CMSG_SPACE(4))
-    for level, kind, data in ancdata:
-        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-            return struct.unpack("i", data[:4])[0]
-    raise OSError(71, "no file descriptor received on the console socket")
+    _, fds = recv_fds(sock, 1)
+    if not fds:
+        raise OSError(71, "no file descriptor received on the console socket")
+    return fds[0]
 
 
 def setup_in_container(console_fd: int, console_device: bool = True) -> None:

@@ -17,13 +17,14 @@ records (the files the engine reads).
 Every running container keeps its shim, so what an idle shim holds is what
 each container costs (docs/benchmarks.md compares it with conmon and
 containerd's shim). The shim's modules therefore import only what is built
-into the interpreter (posix, _socket, _signal, select, _json, _heapq), never
-the modules written in Python over them: os alone, with collections.abc that
-it loads, is 0.27 MiB of every shim. capsa's modules the shim shares with the
-runtime (atomicfile, linux.proc, linux._libc, runtime.log) keep to the same
-rule, and the runtime itself runs in forks of a short-lived child, never in
-the shim (forked_runtime). A unit test holds them to it
-(test_shim_options.py, test_the_shim_imports_only_the_lean_path).
+into the interpreter (posix, _socket, _signal, select, _json, _heapq,
+_struct), never the modules written in Python over them: os alone, with the
+collections.abc it loads, is 0.27 MiB of every shim. capsa's modules that
+the shim shares with the runtime (atomicfile, linux.proc, linux._libc,
+linux.tty, linux.fdpass, runtime.log) keep to the same rule, and the runtime
+itself runs in forks of a short-lived child, never in the shim
+(forked_runtime). A unit test holds them to it (test_shim_options.py,
+test_the_shim_imports_only_the_lean_path).
 
 If the shim dies (SIGKILL, a crash), what it knew is on disk: shim.json
 names the init (pid plus start time), exit.json the last exit if one was

@@ -46,13 +46,13 @@ The end of input (the shim closed its end, or died) ends the zygote.
 
 import _signal
 import _socket
-import _struct
 import gc
 import posix
 import sys
 
 import capsa
 from capsa import fastjson
+from capsa.linux.fdpass import recv_fds, send_fds
 
 LINGER = 1.0
 
@@ -65,9 +65,6 @@ sys.path.insert(0, {src!r})
 from capsa.runtime.cli import main
 sys.exit(main())
 """
-
-_STDIO = _struct.Struct("3i")
-
 
 def recognises(path: str) -> bool:
     """Whether PATH is capsa-runtime's launcher for this shim's own source
@@ -113,8 +110,7 @@ class Zygote:
     def spawn(self, args: list[str], stdio: tuple[int, int, int]) -> "Worker":
         """`capsa-runtime ARGS` with STDIO as its 0, 1, 2, in a worker;
         OSError if the zygote is gone."""
-        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _STDIO.pack(*stdio))]
-        self.sock.sendmsg([fastjson.dumps(args).encode()], rights)
+        send_fds(self.sock, list(stdio), fastjson.dumps(args).encode())
         return Worker(self, self._receive("pid"))
 
     def _receive(self, key: str) -> int:
@@ -161,11 +157,9 @@ def _serve(sock) -> None:
         from capsa.runtime import cli
 
         while True:
-            data, ancillary, _, _ = sock.recvmsg(65536, _socket.CMSG_SPACE(_STDIO.size),
-                                                 _socket.MSG_CMSG_CLOEXEC)  # fmt: skip
+            data, stdio = recv_fds(sock, 3, _socket.MSG_CMSG_CLOEXEC, 65536)
             if not data:
                 break
-            stdio = _STDIO.unpack(ancillary[0][2])
             pid = posix.fork()
             if pid == 0:
                 _work(cli, fastjson.loads(data), stdio)  # never returns

@@ -330,17 +330,17 @@ def _read_available(fd: int) -> bytes:
 
 
 def _receive_console(listener) -> int:
-    """Accept the runtime's connection and take the pty master it sends."""
-    from capsa.runtime.console import recv_fd
+    """Accept the runtime's connection and take the pty master it sends
+    (close-on-exec: the runtimes started later must not hold the terminal)."""
+    from capsa.linux.fdpass import recv_fds
 
     fd, _ = listener._accept()
     conn = _socket.socket(fileno=fd)
     try:
         conn.settimeout(5)
-        master = recv_fd(conn)
+        _, fds = recv_fds(conn, 1, _socket.MSG_CMSG_CLOEXEC)
     finally:
         conn.close()
-    # SCM_RIGHTS fds arrive inheritable: the runtimes we start later (exec,
-    # delete) must not hold the terminal open.
-    posix.set_inheritable(master, False)
-    return master
+    if not fds:
+        raise OSError(71, "no file descriptor received on the console socket")
+    return fds[0]
