@@ -344,6 +344,55 @@ def test_a_standby_shim_given_no_flags_does_nothing():
     assert "one JSON array of strings" in json.loads(bad.stdout)["error"]
 
 
+def test_a_standby_shim_is_named_by_its_id_and_state_dir_alone():
+    for names in (["--id", "x"], ["--id", "x", "--state-dir", "relative"], ["--id", "../x", "--state-dir", "/run/x"],
+                  ["--state-dir", "/run/x", "--id", "x"], ["--id", "x", "--state-dir", "/run/x", "--bundle", "/b"]):
+        done = subprocess.run(shim_command() + ["--standby", *names], stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=30, check=False)  # fmt: skip
+        assert done.returncode == 1 and done.stderr == b"", names
+        assert json.loads(done.stdout)["error"]
+
+
+def _same_command(argv: list[str]) -> list[int]:
+    """The processes whose command line ends with ARGV's arguments (the
+    launchers' run through their interpreter)."""
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and _cmdline(int(name))[-len(argv) + 1 :] == argv[1:]:
+                found.append(int(name))
+        except OSError:
+            pass  # gone meanwhile
+    return found
+
+
+def test_a_standby_shim_forks_away_and_forks_its_zygote_before_its_flags_come(shims, bundle):
+    """What runs on the other core while the engine makes the bundle: the
+    shim's forks, its imports and its zygote's."""
+    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
+        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    bundle.args("true")
+    shim = shims()
+    argv = shim_command() + ["--standby", "--id", shim.id, "--state-dir", shim.state_dir]
+    relay = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(_same_command(argv)) == 3, what="the relay, the shim and its zygote")
+        waiting = [pid for pid in _same_command(argv) if pid != relay.pid]
+        shim_pid = next(pid for pid in waiting if _ppid(pid) not in waiting)
+        assert _children(shim_pid) == [pid for pid in waiting if pid != shim_pid]  # the zygote
+        assert os.getsid(shim_pid) != os.getsid(0)  # forked away already
+        assert not os.path.exists(shim.state_dir)  # nothing made before the flags
+        flags = json.dumps(shim.argv()[len(shim_command()):]).encode()
+        out, _ = relay.communicate(flags, timeout=30)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
+    shim.answer = json.loads(out)
+    assert shim.answer["shim_pid"] == shim_pid
+    assert shim.request("wait") == {"exit_code": 0}
+
+
 def test_a_container_that_cannot_start_is_an_error_answer(shims, bundle):
     bundle.args("/no/such/program")
     shim = shims()

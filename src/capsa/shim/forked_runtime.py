@@ -66,10 +66,16 @@ from capsa.runtime.cli import main
 sys.exit(main())
 """
 
+def runs_as_launcher() -> bool:
+    """Whether this shim runs as the launchers run (-IS): only then may its
+    runtime be one of them."""
+    return bool(sys.flags.isolated and sys.flags.no_site)
+
+
 def recognises(path: str) -> bool:
     """Whether PATH is capsa-runtime's launcher for this shim's own source
     tree on this shim's own interpreter binary, run as the shim runs (-IS)."""
-    if not (sys.flags.isolated and sys.flags.no_site):
+    if not runs_as_launcher():
         return False
     try:
         with open(path, "rb") as f:

@@ -1,12 +1,5 @@
 """capsa-shim's entry point: check the flags, fork the shim away, report one line.
 
-`capsa-shim --standby --id ID --state-dir DIR` first loads the shim's
-code, then reads all its flags (the same --id and --state-dir among them)
-as one JSON array on stdin; end of input without them: exit 0, nothing
-done. The engine starts the shim that way before the container's bundle is
-ready, so the interpreter's start-up runs on another core meanwhile instead
-of after it; the command line still says whose shim it is.
-
 The process the engine starts only relays: it forks, the child calls
 setsid() and forks the shim, and the engine's process waits on a pipe for
 the shim's answer, prints it as one JSON line and exits:
@@ -18,6 +11,14 @@ The shim is then in a session of its own, not the engine's child, with
 /dev/null as stdio (its diagnostics go to <state-dir>/shim.log), so neither
 the engine's exit nor a signal to its process group reaches it or the
 container. It is the child subreaper of the container's processes.
+
+`capsa-shim --standby --id ID --state-dir DIR` forks the shim at once, and
+the shim loads its code and forks the runtime's zygote (forked_runtime)
+before it reads all its flags (the same --id and --state-dir among them) as
+one JSON array on stdin; end of input without them: exit 0, nothing done.
+The engine starts the shim that way before the container's bundle is
+ready, so that all of this runs on another core meanwhile instead of after
+it; the command line still says whose shim it is.
 """
 
 import posix
@@ -26,7 +27,10 @@ import sys
 from capsa import fastjson
 from capsa.errors import CapsaError, InvalidArgument
 from capsa.shim import records
-from capsa.shim.options import parse_args
+from capsa.shim.options import check_id, parse_args
+
+# The shim's answer to a standby that got no flags: nothing was done.
+NOTHING = {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,15 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         posix._exit(code)
     try:
-        standby = argv[:1] == ["--standby"]
-        if standby:
-            named, argv = argv[1:], standby_flags()
-            if argv is None:
-                return 0
+        if argv[:1] == ["--standby"]:
+            return launch(None, standby_names(argv[1:]))
         opts = parse_args(argv)
-        if standby and opts is not None and named != ["--id", opts.id, "--state-dir", opts.state_dir]:
-            raise InvalidArgument("--standby: the flags on stdin are not for the container named by its "
-                                  "--id and --state-dir")  # fmt: skip
         if opts is None:
             from capsa.shim import options
 
@@ -54,32 +52,47 @@ def main(argv: list[str] | None = None) -> int:
         prepare_directories(opts)
     except CapsaError as err:
         return _print_answer({"error": str(err)})
-    except OSError as err:
-        return _print_answer({"error": f"failed to prepare {err.filename}: {err.strerror}"})
-    return launch(opts)
+    return launch(opts, ["--id", opts.id, "--state-dir", opts.state_dir])
 
 
-def standby_flags() -> list[str] | None:
-    """The flags from stdin, once the modules serve() needs are loaded."""
-    from capsa.shim import service  # noqa: F401 - loaded while the engine still works
+def standby_names(argv: list[str]) -> list[str]:
+    """--standby's own flags: exactly --id ID --state-dir DIR."""
+    if len(argv) != 4 or argv[0::2] != ["--id", "--state-dir"]:
+        raise InvalidArgument("--standby takes --id ID --state-dir DIR; the other flags come on stdin")
+    check_id(argv[1])
+    if not argv[3].startswith("/"):
+        raise InvalidArgument(f"--state-dir must be an absolute path: {argv[3]!r}")
+    return argv
 
+
+def standby_options(flags_fd: int, names: list[str]):
+    """The options from the flags on flags_fd (closed here), for the
+    container NAMES names; None if none came (the engine gave up)."""
     data = b""
-    while chunk := posix.read(0, 65536):
+    while chunk := posix.read(flags_fd, 65536):
         data += chunk
+    posix.close(flags_fd)
     if not data.strip():
-        return None  # the engine gave up on the container
+        return None
     try:
         argv = fastjson.loads(data)
     except ValueError:
         argv = None
     if not isinstance(argv, list) or not all(isinstance(arg, str) for arg in argv):
         raise InvalidArgument("--standby wants the flags as one JSON array of strings on stdin")
-    return argv
+    opts = parse_args(argv)
+    if opts is None or names != ["--id", opts.id, "--state-dir", opts.state_dir]:
+        raise InvalidArgument("--standby: the flags on stdin are not for the container named by its "
+                              "--id and --state-dir")  # fmt: skip
+    return opts
 
 
 def prepare_directories(opts) -> None:
-    make_dirs(opts.state_dir, 0o700)
-    make_dirs(opts.log_path.rpartition("/")[0], 0o700)
+    try:
+        make_dirs(opts.state_dir, 0o700)
+        make_dirs(opts.log_path.rpartition("/")[0], 0o700)
+    except OSError as err:
+        raise CapsaError(f"failed to prepare {err.filename}: {err.strerror}") from None
 
 
 def make_dirs(path: str, mode: int) -> None:
@@ -93,8 +106,9 @@ def make_dirs(path: str, mode: int) -> None:
         pass
 
 
-def launch(opts) -> int:
-    """Fork the shim into its own session; print its answer."""
+def launch(opts, names: list[str]) -> int:
+    """Fork the shim into its own session; print its answer. OPTS None: a
+    standby shim, for the container NAMES names."""
     answer_r, answer_w = posix.pipe2(posix.O_CLOEXEC)
     child = posix.fork()
     if child == 0:
@@ -102,7 +116,7 @@ def launch(opts) -> int:
             posix.close(answer_r)
             posix.setsid()
             if posix.fork() == 0:
-                serve(opts, answer_w)  # never returns
+                serve(opts, names, answer_w)  # never returns
         finally:
             posix._exit(0)
     posix.close(answer_w)
@@ -114,8 +128,8 @@ def launch(opts) -> int:
     try:
         answer = fastjson.loads(data)
     except ValueError:
-        answer = {"error": f"the shim exited during start-up (see {opts.path(records.LOG)})"}
-    return _print_answer(answer)
+        answer = {"error": f"the shim exited during start-up (see {names[3]}/{records.LOG})"}
+    return 0 if answer == NOTHING else _print_answer(answer)
 
 
 def _print_answer(answer: dict) -> int:
@@ -124,26 +138,38 @@ def _print_answer(answer: dict) -> int:
     return 0 if "pid" in answer else 1
 
 
-def serve(opts, answer_fd: int) -> None:
-    """The shim itself: start the container, answer, supervise until shutdown."""
+def serve(opts, names: list[str], answer_fd: int) -> None:
+    """The shim itself: (a standby's flags first,) start the container,
+    answer, supervise until shutdown."""
     from capsa.linux import proc
     from capsa.runtime.log import Log
-    from capsa.shim.service import Shim
+    from capsa.shim import forked_runtime
 
     code = 1
-    diag = Log(opts.path(records.LOG), "text")
+    diag = Log(f"{names[3]}/{records.LOG}", "text")
     try:
+        flags_fd = posix.dup(0) if opts is None else -1
         _detach_stdio()
         posix.chdir("/")
         proc.set_child_subreaper()
+        zygote = forked_runtime.Zygote() if forked_runtime.runs_as_launcher() else None
+        from capsa.shim.service import Shim
+
         shim = None
         try:
-            shim = Shim(opts, diag)
+            if opts is None:
+                opts = standby_options(flags_fd, names)
+                if opts is None:
+                    _answer(answer_fd, NOTHING)
+                    code = 0
+                    return
+                prepare_directories(opts)
+            shim = Shim(opts, diag, zygote)
             pid = shim.start()
         except (CapsaError, OSError) as err:
             message = _one_line(err)
-            diag.error(message)
             _answer(answer_fd, {"error": message})
+            _note(diag, message)
             if shim is not None:
                 shim.close()
                 shim.reap()
@@ -157,10 +183,19 @@ def serve(opts, answer_fd: int) -> None:
     except BaseException:
         import traceback
 
-        diag.error("internal error: " + traceback.format_exc())
         _answer(answer_fd, {"error": "internal error in the shim (see shim.log)"})
+        _note(diag, "internal error: " + traceback.format_exc())
     finally:
         posix._exit(code)
+
+
+def _note(diag, message: str) -> None:
+    """An error to shim.log, if its directory is there (a standby's bad
+    flags are refused before it is made)."""
+    try:
+        diag.write("error", message)
+    except OSError:
+        pass
 
 
 def _detach_stdio() -> None:

@@ -50,13 +50,16 @@ class Created:
 
 
 class Runtime:
-    def __init__(self, path: str, root: str | None, args: list[str], container_id: str):
+    def __init__(self, path: str, root: str | None, args: list[str], container_id: str,
+                 zygote: forked_runtime.Zygote | None = None):  # fmt: skip
+        """ZYGOTE: the fast path (see forked_runtime), forked as the shim
+        started; kept if PATH is capsa-runtime's launcher."""
         self.path = path
         self.global_args = (["--root", root] if root else []) + list(args)
         self.id = container_id
-        # The fast path (see forked_runtime): forked at once, so that it
-        # loads the runtime while the shim prepares the container's stdio.
-        self.zygote = forked_runtime.Zygote() if forked_runtime.recognises(path) else None
+        self.zygote = zygote
+        if not forked_runtime.recognises(path):
+            self.release_zygote()  # another runtime: always exec'd
 
     def argv(self, *command: str) -> list[str]:
         return [self.path, *self.global_args, *command]

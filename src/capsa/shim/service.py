@@ -42,12 +42,10 @@ ATTACH_WAIT = 10.0
 class Shim:
     """The supervisor of one container; `start()` then `run()`."""
 
-    def __init__(self, opts, diag):
+    def __init__(self, opts, diag, zygote=None):
         self.opts = opts
         self.diag = diag
-        # First: the runtime's zygote is forked before the loop sets its
-        # signal handlers and anything else is opened.
-        self.runtime = Runtime(opts.runtime, opts.runtime_root, opts.runtime_args, opts.id)
+        self.runtime = Runtime(opts.runtime, opts.runtime_root, opts.runtime_args, opts.id, zygote)
         self.loop = Loop(self.reap, self._internal_error)
         self.log = JsonFileLog(opts.log_path, opts.log_max_size, opts.log_max_files)
         self.streams = Streams(self.loop, self.log, opts.tty, opts.stdin, diag)
