@@ -56,6 +56,14 @@ from capsa.linux.fdpass import recv_fds, send_fds
 
 LINGER = 1.0
 
+# What create, start, exec and delete import as they go (the runtime defers
+# them, so that `capsa-runtime state` or `list` never pays for them): loaded
+# by the zygote once, while the engine still makes the bundle, instead of by
+# every worker on the container's way to running.
+PRELOAD = ("capsa.runtime.proc_inter", "capsa.runtime.cgroups.v1", "capsa.runtime.cgroups.v2",
+           "capsa.runtime.cgroups.devices_bpf", "capsa.runtime.seccomp", "capsa.runtime.enter",
+           "capsa.runtime.proc_exec")  # fmt: skip
+
 # scripts/install-launchers writes capsa-runtime's launcher from this text
 # (a unit test keeps the two equal); anything else is run as a program.
 LAUNCHER = """#!{python} -IS
@@ -161,6 +169,9 @@ def _serve(sock) -> None:
         posix.closerange(sock.fileno() + 1, 1 << 20)
         _signals_of_a_new_interpreter()
         from capsa.runtime import cli
+
+        for name in PRELOAD:
+            __import__(name)
 
         while True:
             data, stdio = recv_fds(sock, 3, _socket.MSG_CMSG_CLOEXEC, 65536)
