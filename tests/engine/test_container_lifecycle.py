@@ -319,6 +319,8 @@ def test_rm_force_calls_off_a_pending_restart_and_ends_the_shim(capsa):
     # the back-off doubles from 0.1 s: from the third restart on, the shim
     # mostly waits for the next one
     wait_for(lambda: inspect(capsa, "again")["RestartCount"] >= 3, 10, "three restarts")
+    state = wait_for(lambda: (s := inspect(capsa, "again")["State"])["Restarting"] and s, 10, "a restart pending")
+    assert (state["Status"], state["Running"], state["Pid"]) == ("restarting", True, 0)  # as docker's
     assert capsa("rm", "-f", "again").stdout == "again\n"
     wait_for(lambda: not shim.pids_under(capsa.state), 5, "the shim to end")
 

@@ -181,9 +181,11 @@ class Engine:
         self.containers.update(container.id, **fields)
         return self.containers.get(container.id)
 
-    def health(self, container: Container) -> dict | None:
+    def shim_status(self, container: Container) -> dict | None:
+        """What the container's shim says of it now (its `status` reply:
+        restarting, health...); None without a shim."""
         try:
-            return shim.call(self.paths(container).socket, "status").get("health")
+            return shim.call(self.paths(container).socket, "status")
         except (shim.ShimGone, OSError):
             return None
 

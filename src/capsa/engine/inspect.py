@@ -13,20 +13,24 @@ def describe(engine, container) -> dict:
     except FileNotFoundError:
         spec = {}
     process = spec.get("process", {})
-    options = container.config
     running = container.state in ("running", "paused")
+    options = container.config
+    live = (engine.shim_status(container) if running or options.get("health_cmd") else None) or {}
+    restarting = running and live.get("status") == "restarting"  # the shim waits out a back-off
     return {
         "Id": container.id,
         "Created": _rfc3339(container.created),
         "Path": (process.get("args") or [""])[0],
         "Args": (process.get("args") or [])[1:],
         "State": {
-            "Status": container.state, "Running": running, "Paused": container.state == "paused",
-            "Restarting": False, "OOMKilled": container.oom_killed, "Dead": container.state == "dead",
-            "Pid": container.pid if running else 0, "ExitCode": container.exit_code, "Error": "",
+            "Status": "restarting" if restarting else container.state, "Running": running,
+            "Paused": container.state == "paused", "Restarting": restarting,
+            "OOMKilled": container.oom_killed, "Dead": container.state == "dead",
+            "Pid": container.pid if running and not restarting else 0, "ExitCode": container.exit_code,
+            "Error": "",
             "StartedAt": container.started_at or "0001-01-01T00:00:00Z",
             "FinishedAt": container.finished_at or "0001-01-01T00:00:00Z",
-            **({"Health": _health(engine.health(container))} if options.get("health_cmd") else {}),
+            **({"Health": _health(live.get("health"))} if options.get("health_cmd") else {}),
         },
         "Image": container.image,
         "ResolvConfPath": paths.in_bundle("resolv.conf"),
