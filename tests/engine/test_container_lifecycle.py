@@ -256,6 +256,7 @@ def test_killing_the_cli_or_the_shims(capsa):
     # With the shim gone the container still runs; ps says so, stop and rm clean up.
     assert "Up" in capsa("ps", "-a", "--filter", "name=survivor").stdout
     assert "the container's shim is gone" in capsa.fails("exec", "survivor", "true", code=1)
+    assert "the container's shim is gone" in capsa.fails("attach", "survivor", code=1)
     capsa("rm", "-f", "survivor")
 
 

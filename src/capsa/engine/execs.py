@@ -59,9 +59,8 @@ def start(socket_path: str, process: dict, stdin: bool, detach: bool) -> ExecStr
         conn, answer = shim.connect(socket_path, request, wait=None)
     except FailedPrecondition as err:  # the shim's answer: the runtime could not run it
         raise ExecFailed(str(err)) from None
-    except shim.ShimGone:
-        raise CapsaError("failed to exec: the container's shim is gone (it was killed); "
-                         "`capsa rm -f` removes what is left") from None
+    except shim.ShimGone as err:
+        raise CapsaError(f"failed to exec: {err}") from None
     if detach:
         conn.close()
         conn = None

@@ -98,7 +98,7 @@ def connect(path: str, request: dict, wait: float | None = TIMEOUT) -> tuple[soc
         reply = _read_line(conn)
     except (FileNotFoundError, ConnectionRefusedError):
         conn.close()
-        raise ShimGone(path) from None
+        raise ShimGone(f"nothing answers at {path}") from None
     except BaseException:
         conn.close()
         raise
@@ -122,7 +122,7 @@ def _read_line(conn: socket.socket) -> dict:
         peeked = conn.recv(65536, socket.MSG_PEEK)
         if not peeked:
             if not data:
-                raise ShimGone("the shim closed the connection")
+                raise ShimGone("it closed the connection")
             break
         end = peeked.find(b"\n")
         data += conn.recv(end + 1 if end >= 0 else len(peeked))
@@ -142,6 +142,9 @@ def receive(conn: socket.socket) -> bytes:
 
 class ShimGone(CapsaError):
     """No shim answers for the container (it was killed, or never ran)."""
+
+    def __init__(self, why: str):
+        super().__init__(f"the container's shim is gone ({why}); `capsa rm -f` removes what is left")
 
 
 def pids_under(state: str) -> list[int]:
