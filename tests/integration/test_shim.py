@@ -31,6 +31,13 @@ def runtime_path() -> str:
     return shutil.which(runtime_command()[0]) or "/usr/local/bin/capsa-runtime"
 
 
+def needs_the_launchers() -> None:
+    """Skip a test of the fast path unless the shim and the runtime run through
+    their launchers, as installed (scripts/install-launchers)."""
+    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
+        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+
+
 class Shim:
     """One capsa-shim: its command line, its answer, and a client for its socket."""
 
@@ -250,8 +257,7 @@ def test_capsa_runtime_runs_in_a_fork_of_the_shim(shims, bundle):
     """The fast path: capsa's own runtime on the shim's interpreter is not
     exec'd, so the created init (a fork of create) still has the shim's
     command line; and it holds none of the shim's descriptors."""
-    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
-        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    needs_the_launchers()
     bundle.args("sh", "-c", "ls /proc/self/fd")
     shim = shims()
     answer = shim.start("--start-on-attach")  # the init waits for the first attach
@@ -276,8 +282,7 @@ def test_the_runtimes_zygote_is_let_go_once_the_container_is_no_longer_young(shi
     """The fast path's forks come from a child of the shim that lives
     forked_runtime.LINGER after the start; then the shim's one child is the
     init, and the runtime is exec'd."""
-    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
-        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    needs_the_launchers()
     bundle.args("sleep", "1000")
     shim = shims()
     answer = shim.start()
@@ -369,8 +374,7 @@ def _same_command(argv: list[str]) -> list[int]:
 def test_a_standby_shim_forks_away_and_forks_its_zygote_before_its_flags_come(shims, bundle):
     """What runs on the other core while the engine makes the bundle: the
     shim's forks, its imports and its zygote's."""
-    if shim_command()[0] != shutil.which("capsa-shim") or runtime_path() != shutil.which("capsa-runtime"):
-        pytest.skip("needs the installed launchers (scripts/install-launchers)")
+    needs_the_launchers()
     bundle.args("true")
     shim = shims()
     argv = shim_command() + ["--standby", "--id", shim.id, "--state-dir", shim.state_dir]

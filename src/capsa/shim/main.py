@@ -168,11 +168,11 @@ def serve(opts, names: list[str], answer_fd: int) -> None:
             pid = shim.start()
         except (CapsaError, OSError) as err:
             message = _one_line(err)
-            _answer(answer_fd, {"error": message})
-            _note(diag, message)
-            if shim is not None:
+            if shim is not None:  # first: nothing of it is left once the engine hears
                 shim.close()
                 shim.reap()
+            _note(diag, message)
+            _answer(answer_fd, {"error": message})
             return
         diag.write("info", f"started container {opts.id}: init pid {pid}")
         _answer(answer_fd, {"pid": pid, "shim_pid": posix.getpid()})
@@ -183,8 +183,8 @@ def serve(opts, names: list[str], answer_fd: int) -> None:
     except BaseException:
         import traceback
 
-        _answer(answer_fd, {"error": "internal error in the shim (see shim.log)"})
         _note(diag, "internal error: " + traceback.format_exc())
+        _answer(answer_fd, {"error": "internal error in the shim (see shim.log)"})
     finally:
         posix._exit(code)
 
