@@ -57,7 +57,10 @@ def test_runc_and_a_shim_without_the_launchers_flags_exec(tmp_path):
     # pytest runs without -IS: even the real launcher is exec'd from here.
     for path in ("/usr/local/bin/capsa-runtime", "/usr/sbin/runc", str(tmp_path / "missing")):
         assert not recognises(path)
-        assert Runtime(path, None, [], "c1").zygote is None
+        zygote = Zygote()
+        assert Runtime(path, None, [], "c1", zygote).zygote is None  # let go: it is exec'd
+        _, status = os.waitpid(zygote.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.fixture

@@ -74,6 +74,7 @@ from capsa.runtime.cli import main
 sys.exit(main())
 """
 
+
 def runs_as_launcher() -> bool:
     """Whether this shim runs as the launchers run (-IS): only then may its
     runtime be one of them."""

@@ -15,6 +15,7 @@ more than the shim's own start-up. Values always take the next word, so
 
 import _signal
 import posix
+from _stat import S_ISDIR
 
 from capsa import fastjson
 from capsa.errors import InvalidArgument
@@ -116,7 +117,7 @@ def parse_args(argv: list[str]) -> Options | None:
 
 def _is_dir(path: str) -> bool:
     try:
-        return posix.stat(path).st_mode & 0o170000 == 0o040000
+        return S_ISDIR(posix.stat(path).st_mode)
     except OSError:
         return False
 

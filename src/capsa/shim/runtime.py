@@ -58,7 +58,7 @@ class Runtime:
         self.global_args = (["--root", root] if root else []) + list(args)
         self.id = container_id
         self.zygote = zygote
-        if not forked_runtime.recognises(path):
+        if zygote is not None and not forked_runtime.recognises(path):
             self.release_zygote()  # another runtime: always exec'd
 
     def argv(self, *command: str) -> list[str]:
