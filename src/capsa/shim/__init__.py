@@ -9,10 +9,11 @@ exit, applies the restart policy, runs healthchecks and execs, and serves
 
 Modules, one role each: main (flags, daemonize, the start-up answer),
 options, service (the lifecycle and the socket's ops), runtime (the runtime's
-command line), streams (stdio, attachers), logfile (json-file), server (the
-socket), protocol (requests, replies, frames), loop (epoll, timers,
-SIGCHLD), restart, health, execs (exec'd processes and their clients), oom,
-records (the files the engine reads).
+command line), forked_runtime (capsa-runtime's zygote), streams (stdio,
+attachers), logfile (json-file), server (the socket), protocol (requests,
+replies, frames), loop (epoll, timers, SIGCHLD), restart, health, execs
+(exec'd processes and their clients), oom, records (the files the engine
+reads).
 
 Every running container keeps its shim, so what an idle shim holds is what
 each container costs (docs/benchmarks.md compares it with conmon and
