@@ -186,6 +186,18 @@ def shims(tmp_path, bundle):
             assert shim.runtime_ids() == [], "containers left after the shim ended"
 
 
+@pytest.fixture(params=["capsa-runtime", "runc"])
+def peer(request) -> str | None:
+    """The runtime of a test run under each: capsa-runtime (None, the shims
+    fixture's default) and runc, where it is installed."""
+    if request.param == "capsa-runtime":
+        return None
+    path = shutil.which("runc")
+    if path is None:
+        pytest.skip("runc is not installed")
+    return path
+
+
 def read_stream(sock: socket.socket, until, timeout: float = 10) -> bytes:
     """Read sock until until(data) holds (or EOF); return what was read."""
     data = b""
@@ -214,12 +226,9 @@ def frames_text(data: bytes) -> dict[int, bytes]:
 # --- start, exit, logs, shutdown ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("peer", ["capsa-runtime", "runc"])
 def test_exit_code_logs_wait_and_shutdown(shims, bundle, peer):
-    if peer == "runc" and not shutil.which("runc"):
-        pytest.skip("runc is not installed")
     bundle.args("sh", "-c", "echo out; echo err >&2; echo more; printf partial; exit 3")
-    shim = shims(shutil.which(peer) if peer == "runc" else None)
+    shim = shims(peer)
     answer = shim.start()
     assert set(answer) == {"pid", "shim_pid"} and answer["pid"] > 0
     assert shim.request("wait") == {"exit_code": 3}
@@ -649,12 +658,9 @@ def _exit_frame(data: bytes) -> dict:
     return json.loads(payload)
 
 
-@pytest.mark.parametrize("peer", ["capsa-runtime", "runc"])
 def test_exec_is_the_shims_child_streams_frames_and_ends_with_its_exit_code(shims, bundle, peer):
-    if peer == "runc" and not shutil.which("runc"):
-        pytest.skip("runc is not installed")
     bundle.args("sleep", "1000")
-    shim = shims(shutil.which(peer) if peer == "runc" else None)
+    shim = shims(peer)
     answer = shim.start()
     request = exec_request(bundle, "sh", "-c", "cat; echo err >&2; exit 3", stdin=True)
     client, reply = shim.connect(request, then=b"hel")  # input may come with the request
@@ -669,12 +675,9 @@ def test_exec_is_the_shims_child_streams_frames_and_ends_with_its_exit_code(shim
     assert shim.status()["status"] == "running" and shim.log_entries() == []  # not the container's log
 
 
-@pytest.mark.parametrize("peer", ["capsa-runtime", "runc"])
 def test_exec_with_a_tty_is_resized_by_its_pid(shims, bundle, peer):
-    if peer == "runc" and not shutil.which("runc"):
-        pytest.skip("runc is not installed")
     bundle.args("sleep", "1000")
-    shim = shims(shutil.which(peer) if peer == "runc" else None)
+    shim = shims(peer)
     shim.start()
     request = exec_request(bundle, "sh", "-c", 'read line; stty size; echo "got $line"; exit 5',
                            terminal=True, stdin=True)  # fmt: skip
